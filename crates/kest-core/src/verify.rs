@@ -1,0 +1,331 @@
+//! The strict verifier (SPEC §3).
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use curve25519_dalek::edwards::CompressedEdwardsY;
+use curve25519_dalek::scalar::Scalar;
+use ed25519_dalek::{Signature, VerifyingKey};
+
+use crate::entry::{Classification, KestEntry, LABEL_SOURCE_TYPE, LABEL_TRUST_EVALUATOR, LABEL_TRUST_OVERRIDE, ROOT_PARENT};
+use crate::error::{EntryError, Segment, VerifyError};
+use crate::hash::EntryHash;
+use crate::jws::decode_compact;
+use crate::keyset::{KeySet, PublicKey};
+use crate::passport::{Entry, Limits, Passport, UnverifiedPassport};
+use crate::trust::{accumulate_taints, OriginMap, TrustEvaluator, WeakestLink, MISSING_ROOT_ORIGIN_SCORE, MISSING_SELF_SCORE, WEAKEST_LINK};
+
+/// Verifies passports against a key set.
+///
+/// Every entry is decoded once, its structure, algorithm, `kid`, signer
+/// and links are checked in order, and all signatures are then checked with
+/// Ed25519 batch verification after strict per-signature pre-checks (weak
+/// keys are refused when the key set is built; non-canonical `s`,
+/// non-canonical or small-order `R` are refused here). A failed batch is
+/// re-checked one signature at a time with `verify_strict` to name the
+/// entry. The error reported is always the one a one-by-one verifier would
+/// report first. There is no mode that skips a signature.
+///
+/// ```
+/// use kest_core::{Ed25519Signer, EntryDraft, ErrorKind, KeySet, Passport, Signer, TrustRules, Verifier};
+/// let signer = Ed25519Signer::from_seed("spiffe://demo/a", [3u8; 32]);
+/// let mut p = Passport::new();
+/// p.record(&EntryDraft::new("step"), &signer, &TrustRules::default()).unwrap();
+///
+/// let verifier = Verifier::new(KeySet::new()); // signer unknown
+/// let err = verifier.verify_json(&p.to_json()).unwrap_err();
+/// assert_eq!(err.kind(), ErrorKind::UnknownSigner);
+/// assert_eq!(err.index(), Some(0));
+/// ```
+#[derive(Debug, Clone)]
+pub struct Verifier {
+    keys: KeySet,
+    semantic: bool,
+    limits: Limits,
+    origins: OriginMap,
+}
+
+/// A signature waiting for the batch check.
+struct PendingSignature<'a> {
+    index: usize,
+    message: &'a [u8],
+    signature: Signature,
+    key: VerifyingKey,
+    principal: String,
+}
+
+impl Verifier {
+    /// A verifier for this key set with default limits and semantic checks
+    /// off.
+    pub fn new(keys: KeySet) -> Verifier {
+        Verifier { keys, semantic: false, limits: Limits::default(), origins: OriginMap::default() }
+    }
+
+    /// Turns the semantic (lineage over assertion) checks on or off.
+    pub fn semantic(mut self, on: bool) -> Verifier {
+        self.semantic = on;
+        self
+    }
+
+    /// Replaces the size limits.
+    pub fn limits(mut self, limits: Limits) -> Verifier {
+        self.limits = limits;
+        self
+    }
+
+    /// Origins known to the semantic checks (defaults plus deployment ones).
+    pub fn origins(mut self, origins: OriginMap) -> Verifier {
+        self.origins = origins;
+        self
+    }
+
+    /// The key set.
+    pub fn keys(&self) -> &KeySet {
+        &self.keys
+    }
+
+    /// Parses and verifies a serialized passport.
+    pub fn verify_json(&self, text: &str) -> Result<Passport, VerifyError> {
+        let unverified = UnverifiedPassport::from_json(text, &self.limits)?;
+        self.verify(&unverified)
+    }
+
+    /// Verifies every entry; returns the verified passport or the first
+    /// error (with the entry index).
+    pub fn verify(&self, passport: &UnverifiedPassport) -> Result<Passport, VerifyError> {
+        let jws_list = passport.entries();
+        if jws_list.len() > self.limits.max_entries {
+            return Err(crate::error::PassportError::TooManyEntries {
+                count: jws_list.len(),
+                limit: self.limits.max_entries,
+            }
+            .into());
+        }
+        // Positions of every entry by hash, to tell a dangling parent from
+        // one that is merely out of order (and to spot duplicates).
+        let hashes: Vec<EntryHash> = jws_list.iter().map(|j| EntryHash::of(j)).collect();
+        let mut first_position: HashMap<EntryHash, usize> = HashMap::with_capacity(hashes.len());
+        for (i, h) in hashes.iter().enumerate() {
+            first_position.entry(*h).or_insert(i);
+        }
+
+        let mut verified = Passport::new();
+        let mut pending: Vec<PendingSignature<'_>> = Vec::with_capacity(jws_list.len());
+        let mut first_error: Option<VerifyError> = None;
+
+        for (index, jws) in jws_list.iter().enumerate() {
+            match self.check_entry(index, jws, hashes[index], &first_position, &verified) {
+                Ok((entry, sig)) => {
+                    pending.push(sig);
+                    // Cannot fail: duplicates and parents were checked above.
+                    if let Err(e) = verified.push(Arc::new(entry)) {
+                        first_error = Some(VerifyError::Entry {
+                            index,
+                            source: EntryError::DanglingParent(e.to_string()),
+                        });
+                        break;
+                    }
+                }
+                Err(source) => {
+                    first_error = Some(VerifyError::Entry { index, source });
+                    break;
+                }
+            }
+        }
+        // Signatures of entries before the first structural error decide
+        // first: a one-by-one verifier would have stopped at them.
+        if let Some(bad) = first_bad_signature(&pending) {
+            return Err(bad);
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(verified),
+        }
+    }
+
+    fn check_entry<'a>(
+        &self,
+        index: usize,
+        jws: &'a str,
+        hash: EntryHash,
+        first_position: &HashMap<EntryHash, usize>,
+        verified: &Passport,
+    ) -> Result<(Entry, PendingSignature<'a>), EntryError> {
+        if jws.len() > self.limits.max_entry_bytes {
+            return Err(EntryError::TooLarge { size: jws.len(), limit: self.limits.max_entry_bytes });
+        }
+        let decoded = decode_compact(jws, self.limits.max_json_depth)?;
+        let payload = KestEntry::from_json(decoded.payload)
+            .map_err(|source| EntryError::Field { segment: Segment::Payload, source })?;
+        let principal = payload.principal().to_owned();
+
+        // Cryptographic preconditions: signer known, alg fixed by key type,
+        // kid consistent.
+        let key = self.keys.get(&principal).ok_or_else(|| EntryError::UnknownSigner(principal.clone()))?;
+        if decoded.header.alg != key.allowed_alg() {
+            return Err(EntryError::AlgorithmNotAllowed {
+                alg: decoded.header.alg.clone(),
+                principal,
+                allowed: key.allowed_alg(),
+            });
+        }
+        if let Some(kid) = &decoded.header.kid {
+            if *kid != principal {
+                return Err(EntryError::KidMismatch { kid: kid.clone(), principal });
+            }
+        }
+        let PublicKey::Ed25519(vk) = key;
+        precheck_signature(&decoded.signature, &principal)?;
+
+        // Linkage.
+        if let Some(&first) = first_position.get(&hash) {
+            if first < index {
+                return Err(EntryError::DuplicateEntry(first));
+            }
+        }
+        let parents = self.check_links(index, &payload, first_position)?;
+
+        let entry = Entry { jws: jws.to_owned(), hash, header: decoded.header, payload, parents };
+        if self.semantic {
+            self.check_semantics(&entry, verified)?;
+        }
+        let sig = PendingSignature {
+            index,
+            message: &jws.as_bytes()[..decoded.signing_input_len],
+            signature: decoded.signature,
+            key: *vk,
+            principal: entry.principal().to_owned(),
+        };
+        Ok((entry, sig))
+    }
+
+    fn check_links(
+        &self,
+        index: usize,
+        payload: &KestEntry,
+        first_position: &HashMap<EntryHash, usize>,
+    ) -> Result<Vec<EntryHash>, EntryError> {
+        let ids = &payload.parent_ids;
+        if ids.is_empty() {
+            return Err(EntryError::EmptyParents);
+        }
+        if ids.iter().any(|p| p == ROOT_PARENT) {
+            return if ids.len() == 1 { Ok(Vec::new()) } else { Err(EntryError::MixedRootSentinel) };
+        }
+        let mut parents = Vec::with_capacity(ids.len());
+        for id in ids {
+            let hash: EntryHash = id.parse().map_err(|_| EntryError::MalformedParent(id.clone()))?;
+            if parents.contains(&hash) {
+                return Err(EntryError::DuplicateParent(id.clone()));
+            }
+            match first_position.get(&hash) {
+                Some(&at) if at < index => {}
+                Some(&at) => return Err(EntryError::ParentOutOfOrder { parent: id.clone(), parent_index: at }),
+                None => return Err(EntryError::DanglingParent(id.clone())),
+            }
+            parents.push(hash);
+        }
+        Ok(parents)
+    }
+
+    fn check_semantics(&self, entry: &Entry, verified: &Passport) -> Result<(), EntryError> {
+        let payload = &entry.payload;
+        let parents: Vec<&Arc<Entry>> = entry.parents.iter().filter_map(|p| verified.get(p)).collect();
+
+        let expected = accumulate_taints(
+            parents.iter().map(|p| p.payload.taints.as_slice()),
+            &payload.added_taints,
+            &payload.removed_taints,
+        );
+        let found: BTreeSet<&str> = payload.taints.iter().map(String::as_str).collect();
+        if !found.iter().copied().eq(expected.iter().map(String::as_str)) {
+            let mut found_sorted: Vec<String> = payload.taints.clone();
+            found_sorted.sort();
+            return Err(EntryError::TaintMismatch { expected, found: found_sorted });
+        }
+
+        let score = payload.trust_score;
+        let parent_scores: Vec<u8> = parents.iter().map(|p| p.payload.trust_score).collect();
+        if let Some(raw) = payload.labels.get(LABEL_TRUST_OVERRIDE) {
+            let declared = raw
+                .as_str()
+                .and_then(|s| s.parse::<u8>().ok())
+                .filter(|v| *v <= 100)
+                .ok_or_else(|| EntryError::Field {
+                    segment: Segment::Payload,
+                    source: crate::error::FieldError::Invalid {
+                        name: format!("labels.{LABEL_TRUST_OVERRIDE}"),
+                        reason: format!("{raw} is not a decimal score 0..=100"),
+                    },
+                })?;
+            return expect(score, declared, "the trust override label");
+        }
+        let evaluator = payload.label(LABEL_TRUST_EVALUATOR);
+        let weakest = matches!(evaluator, None | Some(WEAKEST_LINK));
+        let origin = payload.label(LABEL_SOURCE_TYPE);
+        let origin_score = origin.and_then(|o| self.origins.score(o));
+        // Recompute when the entry says how its score was obtained with the
+        // default evaluator: a known origin, or (our writer) the evaluator
+        // label with no origin at all.
+        let recomputable = weakest && (origin_score.is_some() || (evaluator.is_some() && origin.is_none()));
+        if recomputable {
+            return if entry.is_root() {
+                expect(score, origin_score.unwrap_or(MISSING_ROOT_ORIGIN_SCORE), "the origin map at a root")
+            } else {
+                let expected = WeakestLink.calculate(origin_score.unwrap_or(MISSING_SELF_SCORE), &parent_scores);
+                expect(score, expected, "weakest-link propagation")
+            };
+        }
+        if let Some(parent_min) = parent_scores.iter().copied().min() {
+            if score > parent_min && payload.classification != Classification::Sanitizer {
+                return Err(EntryError::TrustEscalation { found: score, parent_min });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn expect(found: u8, expected: u8, rule: &'static str) -> Result<(), EntryError> {
+    if found == expected { Ok(()) } else { Err(EntryError::TrustMismatch { expected, found, rule }) }
+}
+
+/// Refuses signature encodings that batch verification would treat more
+/// leniently than `verify_strict`: a non-reduced `s`, and an `R` that is not
+/// a canonical encoding of a point or is of small order.
+fn precheck_signature(signature: &Signature, principal: &str) -> Result<(), EntryError> {
+    let malformed = |reason| EntryError::MalformedSignature { principal: principal.to_owned(), reason };
+    if Option::<Scalar>::from(Scalar::from_canonical_bytes(*signature.s_bytes())).is_none() {
+        return Err(malformed("scalar s is not reduced"));
+    }
+    let r = CompressedEdwardsY(*signature.r_bytes());
+    let point = r.decompress().ok_or_else(|| malformed("R is not a curve point"))?;
+    if point.compress() != r {
+        return Err(malformed("R is not canonically encoded"));
+    }
+    if point.is_small_order() {
+        return Err(malformed("R has small order"));
+    }
+    Ok(())
+}
+
+/// Batch-verifies the pending signatures; on failure re-checks them one by
+/// one (strictly) and returns the first bad one.
+fn first_bad_signature(pending: &[PendingSignature<'_>]) -> Option<VerifyError> {
+    if pending.is_empty() {
+        return None;
+    }
+    let messages: Vec<&[u8]> = pending.iter().map(|p| p.message).collect();
+    let signatures: Vec<Signature> = pending.iter().map(|p| p.signature).collect();
+    let keys: Vec<VerifyingKey> = pending.iter().map(|p| p.key).collect();
+    if ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok() {
+        return None;
+    }
+    // The batch failed, so at least one signature is bad. Should every
+    // strict re-check pass (it cannot for a sound batch), still refuse:
+    // blame the last entry of the batch rather than accept.
+    let bad = pending
+        .iter()
+        .find(|p| p.key.verify_strict(p.message, &p.signature).is_err())
+        .or(pending.last())?;
+    Some(VerifyError::Entry { index: bad.index, source: EntryError::BadSignature(bad.principal.clone()) })
+}

@@ -1,1 +1,111 @@
-//! placeholder
+//! The `kest` command line (SPEC §10): `verify`, `inspect`, `keygen`,
+//! `jwks` and `append`.
+//!
+//! Exit codes are part of the contract: 0 success / valid, 1 invalid
+//! passport, 2 usage or I/O error.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub mod commands;
+mod input;
+
+/// Process exit status of a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// 0: success (for `verify`: the passport is valid).
+    Ok,
+    /// 1: the passport is invalid.
+    Invalid,
+    /// 2: usage or I/O error.
+    Usage,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> ExitCode {
+        ExitCode::from(match exit {
+            Exit::Ok => 0,
+            Exit::Invalid => 1,
+            Exit::Usage => 2,
+        })
+    }
+}
+
+/// A usage or I/O problem: printed to stderr, exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CliError(pub String);
+
+impl CliError {
+    /// Wraps any displayable error.
+    pub fn from_display(e: impl std::fmt::Display) -> CliError {
+        CliError(e.to_string())
+    }
+}
+
+/// Kest: signed, verifiable execution lineage.
+///
+/// A passport is a JSON array of signed entries (JWS); each entry records one
+/// step (who ran what, its trust score and taints) and points at the steps
+/// before it by hash. Record steps with `kest append`, check a passport with
+/// `kest verify`.
+#[derive(Debug, Parser)]
+#[command(name = "kest", version, about, long_about)]
+pub struct Cli {
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Verify a passport's signatures and links (exit 0 valid, 1 invalid, 2 usage/I-O error).
+    Verify(commands::verify::VerifyArgs),
+    /// Print the decoded entries of a passport without verifying them.
+    Inspect(commands::inspect::InspectArgs),
+    /// Create an Ed25519 key for a principal (private key to a 0600 file, public JWK to stdout).
+    Keygen(commands::keygen::KeygenArgs),
+    /// Print a JWKS with the public keys of key files.
+    Jwks(commands::jwks::JwksArgs),
+    /// Record one signed step in a passport file.
+    Append(commands::append::AppendArgs),
+}
+
+/// Parses `args` and runs the command, printing to stdout/stderr.
+pub fn main_with_args<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+        }
+    };
+    run(cli).into()
+}
+
+/// Runs a parsed command.
+pub fn run(cli: Cli) -> Exit {
+    let result = match cli.command {
+        Command::Verify(args) => commands::verify::run(&args),
+        Command::Inspect(args) => commands::inspect::run(&args),
+        Command::Keygen(args) => commands::keygen::run(&args),
+        Command::Jwks(args) => commands::jwks::run(&args),
+        Command::Append(args) => commands::append::run(&args),
+    };
+    match result {
+        Ok(exit) => exit,
+        Err(e) => {
+            eprintln!("kest: error: {e}");
+            Exit::Usage
+        }
+    }
+}

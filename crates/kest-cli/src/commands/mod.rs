@@ -1,0 +1,95 @@
+//! One module per subcommand.
+
+pub mod append;
+pub mod inspect;
+pub mod jwks;
+pub mod keygen;
+pub mod verify;
+
+use std::path::PathBuf;
+
+use clap::ValueEnum;
+use kest_core::{Entry, KeySet, OriginMap, Passport};
+use serde_json::{json, Value};
+
+use crate::CliError;
+
+/// Output format of `verify` and `inspect`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum Format {
+    /// Human-readable text.
+    #[default]
+    Text,
+    /// One JSON document.
+    Json,
+}
+
+/// Loads and merges key sets (JWKS, JWK or private JWK files).
+pub(crate) fn load_keys(paths: &[PathBuf]) -> Result<KeySet, CliError> {
+    let mut keys = KeySet::new();
+    for path in paths {
+        let set = kest::keyfile::load_public_keys(path).map_err(CliError::from_display)?;
+        keys.extend(set).map_err(|e| CliError(format!("{}: {e}", path.display())))?;
+    }
+    Ok(keys)
+}
+
+/// Parses `NAME=SCORE` deployment origins.
+pub(crate) fn parse_origins(specs: &[String]) -> Result<OriginMap, CliError> {
+    let mut origins = OriginMap::default();
+    for spec in specs {
+        let (name, score) =
+            spec.split_once('=').ok_or_else(|| CliError(format!("--origin `{spec}`: expected NAME=SCORE")))?;
+        let score: i64 =
+            score.parse().map_err(|_| CliError(format!("--origin `{spec}`: score is not an integer")))?;
+        origins.register(name, score).map_err(CliError::from_display)?;
+    }
+    Ok(origins)
+}
+
+/// JSON summary of one verified entry.
+pub(crate) fn entry_summary(index: usize, entry: &Entry) -> Value {
+    let p = entry.payload();
+    json!({
+        "index": index,
+        "hash": entry.hash().to_string(),
+        "entry_id": p.entry_id,
+        "operation": p.operation,
+        "principal": entry.principal(),
+        "classification": p.classification.as_str(),
+        "trust_score": p.trust_score,
+        "taints": p.taints,
+        "parents": entry.parents().iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "runtime": p.runtime.name,
+    })
+}
+
+/// JSON report of a verified passport.
+pub(crate) fn passport_report(passport: &Passport) -> Value {
+    json!({
+        "valid": true,
+        "entries": passport.entries().iter().enumerate().map(|(i, e)| entry_summary(i, e)).collect::<Vec<_>>(),
+        "roots": passport.roots().map(|e| e.hash().to_string()).collect::<Vec<_>>(),
+        "tips": passport.tips().iter().map(ToString::to_string).collect::<Vec<_>>(),
+    })
+}
+
+/// One text line per entry: index, operation, principal, trust, taints.
+pub(crate) fn entry_line(index: usize, entry: &Entry) -> String {
+    let p = entry.payload();
+    let parents = if entry.is_root() {
+        "root".to_owned()
+    } else {
+        let short: Vec<String> = entry.parents().iter().map(|h| h.to_string()[..12].to_owned()).collect();
+        format!("parents {}", short.join(","))
+    };
+    format!(
+        "  [{index}] {} by {} trust={} taints=[{}] {} ({})",
+        p.operation,
+        entry.principal(),
+        p.trust_score,
+        p.taints.join(","),
+        &entry.hash().to_string()[..12],
+        parents
+    )
+}

@@ -38,6 +38,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod baggage;
 pub mod encoding;
 pub mod entry;
 pub mod error;

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use kest_core::baggage::{unpack, Baggage, PackOptions, PassportSource};
 use kest_core::encoding::b64url_decode;
 use kest_core::{EntryHash, Limits, UnverifiedPassport};
 use serde_json::{json, Value};
@@ -25,9 +26,18 @@ pub struct InspectArgs {
     pub input: PathBuf,
 }
 
-/// Extracts the passport JSON from a raw `baggage` header value.
-pub(crate) fn passport_from_baggage(_header: &str) -> Result<String, CliError> {
-    Err(CliError("--baggage input is not supported yet".into()))
+/// Extracts the passport JSON from a raw `baggage` header value (inline or
+/// compressed; a claim check cannot be resolved offline and is an error).
+pub(crate) fn passport_from_baggage(header: &str) -> Result<String, CliError> {
+    let baggage = Baggage::parse(header.trim_end_matches(['\r', '\n'])).map_err(|e| CliError(format!("baggage: {e}")))?;
+    match unpack(&baggage, &PackOptions::default()).map_err(|e| CliError(format!("baggage: {e}")))? {
+        PassportSource::Json(json) => Ok(json),
+        PassportSource::ClaimCheck(id) => Err(CliError(format!(
+            "baggage carries claim check {id}: the passport is in the sender's cache under kest.claim.{id}; \
+             fetch it and verify the file"
+        ))),
+        PassportSource::None => Err(CliError("baggage carries no kest passport".into())),
+    }
 }
 
 fn decode_segment(segment: Option<&str>) -> Value {

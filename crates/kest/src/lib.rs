@@ -9,4 +9,6 @@
 
 pub use kest_core as core;
 
+pub mod identity;
 pub mod keyfile;
+pub mod policy;

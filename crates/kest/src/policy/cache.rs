@@ -1,0 +1,163 @@
+//! The decision cache in front of any engine (SPEC §6.2).
+//!
+//! Key: engine name, policy name and the SHA-256 of the RFC 8785 form of
+//! the evaluation context *without* the per-call `entry_id`, so decisions
+//! are separated by user, agent, task, workload, trust score, taints,
+//! resource and lineage position. Sharded maps keep threads apart.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use super::{Decision, PolicyInput};
+
+const SHARDS: usize = 16;
+
+/// Environment variable with the TTL in seconds (default 5, `0` disables).
+pub const TTL_ENV: &str = "KEST_POLICY_CACHE_TTL";
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    engine: String,
+    policy: String,
+    context: [u8; 32],
+}
+
+/// A bounded TTL cache of policy decisions.
+///
+/// ```
+/// use std::time::Duration;
+/// use kest::policy::{Decision, DecisionCache, PolicyInput};
+/// let cache = DecisionCache::new(Duration::from_secs(5), 1024);
+/// let input = PolicyInput::new(kest::policy::context::example_context());
+/// assert_eq!(cache.get("mock", "p", &input), None);
+/// cache.put("mock", "p", &input, Decision::Allow);
+/// assert_eq!(cache.get("mock", "p", &input), Some(Decision::Allow));
+/// cache.invalidate();
+/// assert_eq!(cache.get("mock", "p", &input), None);
+/// ```
+#[derive(Debug)]
+pub struct DecisionCache {
+    ttl: Duration,
+    per_shard: usize,
+    shards: Vec<Mutex<HashMap<Key, (Decision, Instant)>>>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+/// Why the cache TTL could not be read from the environment.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{TTL_ENV}=`{0}` is not a non-negative number of seconds")]
+pub struct TtlError(pub String);
+
+impl DecisionCache {
+    /// A cache keeping decisions for `ttl` (zero disables caching) and at
+    /// most about `capacity` decisions.
+    pub fn new(ttl: Duration, capacity: usize) -> DecisionCache {
+        DecisionCache {
+            ttl,
+            per_shard: capacity.div_ceil(SHARDS).max(1),
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: std::collections::hash_map::RandomState::new(),
+        }
+    }
+
+    /// The TTL from `KEST_POLICY_CACHE_TTL` (seconds, fractions allowed;
+    /// default 5). A malformed value is an error, not a silent default.
+    pub fn ttl_from_env() -> Result<Duration, TtlError> {
+        match std::env::var(TTL_ENV) {
+            Err(_) => Ok(Duration::from_secs(5)),
+            Ok(raw) => parse_ttl(&raw),
+        }
+    }
+
+    /// Whether caching is on.
+    pub fn enabled(&self) -> bool {
+        !self.ttl.is_zero()
+    }
+
+    /// The TTL.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    fn key(engine: &str, policy: &str, input: &PolicyInput) -> Key {
+        let mut ctx = input.json().clone();
+        if let Some(env) = ctx.get_mut("environment").and_then(|e| e.as_object_mut()) {
+            env.remove("entry_id");
+        }
+        let bytes = kest_core::json::canonicalize(&ctx).unwrap_or_default();
+        Key { engine: engine.to_owned(), policy: policy.to_owned(), context: Sha256::digest(&bytes).into() }
+    }
+
+    fn shard(&self, key: &Key) -> &Mutex<HashMap<Key, (Decision, Instant)>> {
+        let mut h = self.hasher.build_hasher();
+        key.hash(&mut h);
+        let index = usize::try_from(h.finish() % SHARDS as u64).unwrap_or(0);
+        &self.shards[index]
+    }
+
+    /// A fresh cached decision, if any.
+    pub fn get(&self, engine: &str, policy: &str, input: &PolicyInput) -> Option<Decision> {
+        if !self.enabled() {
+            return None;
+        }
+        let key = Self::key(engine, policy, input);
+        let shard = self.shard(&key).lock().ok()?;
+        match shard.get(&key) {
+            Some((decision, at)) if at.elapsed() < self.ttl => Some(*decision),
+            _ => None,
+        }
+    }
+
+    /// Stores a decision.
+    pub fn put(&self, engine: &str, policy: &str, input: &PolicyInput, decision: Decision) {
+        if !self.enabled() {
+            return;
+        }
+        let key = Self::key(engine, policy, input);
+        let Ok(mut shard) = self.shard(&key).lock() else { return };
+        if shard.len() >= self.per_shard {
+            let ttl = self.ttl;
+            shard.retain(|_, (_, at)| at.elapsed() < ttl);
+            if shard.len() >= self.per_shard {
+                // Still full of fresh entries: drop the oldest.
+                if let Some(oldest) = shard.iter().min_by_key(|(_, (_, at))| *at).map(|(k, _)| k.clone()) {
+                    shard.remove(&oldest);
+                }
+            }
+        }
+        shard.insert(key, (decision, Instant::now()));
+    }
+
+    /// Forgets every decision (e.g. after a policy reload or revocation).
+    pub fn invalidate(&self) {
+        for shard in &self.shards {
+            if let Ok(mut s) = shard.lock() {
+                s.clear();
+            }
+        }
+    }
+
+    /// Number of cached decisions.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().map(|s| s.len()).unwrap_or(0)).sum()
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Parses a TTL in seconds.
+pub fn parse_ttl(raw: &str) -> Result<Duration, TtlError> {
+    raw.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+        .ok_or_else(|| TtlError(raw.to_owned()))
+}

@@ -1,0 +1,138 @@
+//! Policy engines (SPEC §6): one trait, sync and async evaluation, and
+//! the decision cache in front of any engine.
+
+pub mod cache;
+pub mod context;
+pub mod mock;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+
+use serde_json::Value;
+
+pub use cache::DecisionCache;
+pub use context::{Environment, EvaluationContext, Object, Subject, Tier};
+pub use mock::MockPolicyEngine;
+
+/// A boxed, sendable future (the async evaluation path).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a policy said. Only [`Decision::Allow`] lets an operation run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Decision {
+    /// The policy allows the operation.
+    Allow,
+    /// The policy denies it (or did not explicitly allow it).
+    Deny,
+}
+
+impl Decision {
+    /// `Allow` for `true`, `Deny` otherwise.
+    pub fn from_bool(allowed: bool) -> Decision {
+        if allowed { Decision::Allow } else { Decision::Deny }
+    }
+    /// Whether this is `Allow`.
+    pub fn is_allow(self) -> bool {
+        self == Decision::Allow
+    }
+}
+
+/// One evaluation request: the policy name and the context, with its JSON
+/// form computed once.
+#[derive(Debug, Clone)]
+pub struct PolicyInput {
+    context: EvaluationContext,
+    json: Value,
+}
+
+impl PolicyInput {
+    /// Wraps a context (computes its JSON once).
+    pub fn new(context: EvaluationContext) -> PolicyInput {
+        let json = context.to_json();
+        PolicyInput { context, json }
+    }
+    /// The typed context.
+    pub fn context(&self) -> &EvaluationContext {
+        &self.context
+    }
+    /// The JSON document (Rego `input`).
+    pub fn json(&self) -> &Value {
+        &self.json
+    }
+}
+
+/// Why a policy could not give a decision. Every variant means *deny*.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// The engine has no policy by that name (never a fallback).
+    #[error("unknown policy `{0}`")]
+    UnknownPolicy(String),
+    /// A policy could not be compiled or loaded (construction time).
+    #[error("policy `{policy}` does not compile: {message}")]
+    Compile {
+        /// The policy.
+        policy: String,
+        /// The engine's message.
+        message: String,
+    },
+    /// Evaluation failed.
+    #[error("policy `{policy}` failed to evaluate: {message}")]
+    Evaluation {
+        /// The policy.
+        policy: String,
+        /// The engine's message.
+        message: String,
+    },
+    /// A remote engine was unreachable, timed out or answered badly.
+    #[error("policy engine `{engine}` unavailable: {message}")]
+    Unavailable {
+        /// The engine.
+        engine: String,
+        /// What happened.
+        message: String,
+    },
+    /// The engine is misconfigured.
+    #[error("policy engine configuration: {0}")]
+    Config(String),
+}
+
+/// A policy engine: evaluates one named policy against a context.
+///
+/// Implementations must be safe to call from many threads at once, must
+/// answer [`PolicyError::UnknownPolicy`] for a name they do not hold, and
+/// must allow only on an explicit allow.
+pub trait PolicyEngine: fmt::Debug + Send + Sync {
+    /// A stable name for this engine instance (part of decision-cache keys).
+    fn name(&self) -> &str;
+
+    /// Evaluates `policy` synchronously.
+    fn evaluate(&self, policy: &str, input: &PolicyInput) -> Result<Decision, PolicyError>;
+
+    /// Evaluates `policy` asynchronously. In-process engines are CPU-bound
+    /// and use the synchronous path; remote engines override this.
+    fn evaluate_async<'a>(
+        &'a self,
+        policy: &'a str,
+        input: &'a PolicyInput,
+    ) -> BoxFuture<'a, Result<Decision, PolicyError>> {
+        Box::pin(std::future::ready(self.evaluate(policy, input)))
+    }
+}
+
+impl<E: PolicyEngine + ?Sized> PolicyEngine for std::sync::Arc<E> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn evaluate(&self, policy: &str, input: &PolicyInput) -> Result<Decision, PolicyError> {
+        (**self).evaluate(policy, input)
+    }
+    fn evaluate_async<'a>(
+        &'a self,
+        policy: &'a str,
+        input: &'a PolicyInput,
+    ) -> BoxFuture<'a, Result<Decision, PolicyError>> {
+        (**self).evaluate_async(policy, input)
+    }
+}

@@ -56,7 +56,7 @@ pub use error::{EntryError, ErrorKind, FieldError, PassportError, Segment, Verif
 pub use hash::EntryHash;
 pub use keyset::{KeySet, KeySetError, PublicKey};
 pub use passport::{
-    sign_entry, AppendError, DraftError, Entry, EntryDraft, Limits, Parents, Passport, RecordError, SignedEntry,
+    prepare_entry, sign_entry, AppendError, DraftError, Entry, EntryDraft, Limits, Parents, Passport, RecordError, SignedEntry,
     UnverifiedPassport,
 };
 pub use signer::{Ed25519Signer, SignError, Signer};

@@ -110,10 +110,18 @@ pub fn sign_entry(entry: KestEntry, signer: &dyn Signer) -> Result<SignedEntry, 
     }
     let parents = parse_parent_ids(&entry.parent_ids).map_err(SignError)?;
     let payload = crate::json::canonicalize(&entry).map_err(|e| SignError(e.to_string()))?;
+    // Keep exactly what is signed, read back the way a verifier reads it:
+    // JCS writes every number as an IEEE double (integers beyond 2^53 in
+    // `metadata` are rounded, `5.0` becomes `5`), and an entry a verifier
+    // would refuse (bad entry_id, hash, empty principal …) is not signed.
+    let entry = crate::json::parse_strict(&payload, Limits::default().max_json_depth)
+        .map_err(|e| e.to_string())
+        .and_then(|value| KestEntry::from_json(value).map_err(|e| e.to_string()))
+        .map_err(|e| SignError(format!("the entry would not verify: {e}")))?;
     let alg = signer.algorithm();
     let mut jws = signing_input(&header_json(alg, signer.principal()), &payload);
     let signature = signer.sign(jws.as_bytes())?;
-    if signature.len() != 64 {
+    if alg == "EdDSA" && signature.len() != 64 {
         return Err(SignError(format!("signer returned {} bytes, not 64", signature.len())));
     }
     jws.push('.');
@@ -452,78 +460,9 @@ impl Passport {
                     .collect::<Result<_, _>>()?
             }
         };
-        if !draft.removed_taints.is_empty()
-            && draft.trust_override.is_none()
-            && draft.classification != Classification::Sanitizer
-        {
-            return Err(DraftError::RemovalNotAllowed);
-        }
-        if let Some(label) = draft.labels.keys().find(|k| RESERVED_LABELS.contains(&k.as_str())) {
-            return Err(DraftError::ReservedLabel(label.clone()));
-        }
-
-        let is_root = parents.is_empty();
-        let origin = match (&draft.source_type, is_root) {
-            (Some(name), _) => Some(name.as_str()),
-            (None, true) => rules.default_root_origin.as_deref(),
-            (None, false) => None,
-        };
-        let origin_score = match origin {
-            Some(name) => Some(rules.origins.score(name).ok_or_else(|| DraftError::UnknownOrigin(name.to_owned()))?),
-            None => None,
-        };
-        let computed = if is_root {
-            origin_score.unwrap_or(MISSING_ROOT_ORIGIN_SCORE)
-        } else {
-            let scores: Vec<u8> = parents.iter().map(|p| p.payload.trust_score).collect();
-            rules.evaluator.calculate(origin_score.unwrap_or(MISSING_SELF_SCORE), &scores).min(100)
-        };
-        let override_score = draft.trust_override.map(|v| u8::try_from(v.clamp(0, 100)).unwrap_or(0));
-        let trust_score = override_score.unwrap_or(computed);
-        let taints = accumulate_taints(
-            parents.iter().map(|p| p.payload.taints.as_slice()),
-            &draft.added_taints,
-            &draft.removed_taints,
-        );
-
-        let mut labels: BTreeMap<String, Value> =
-            draft.labels.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
-        labels.insert(LABEL_PRINCIPAL.into(), Value::String(principal.to_owned()));
-        labels.insert(LABEL_TRUST_EVALUATOR.into(), Value::String(rules.evaluator.name().to_owned()));
-        if let Some(name) = origin {
-            labels.insert(LABEL_SOURCE_TYPE.into(), Value::String(name.to_owned()));
-        }
-        if let Some(score) = override_score {
-            labels.insert(LABEL_TRUST_OVERRIDE.into(), Value::String(score.to_string()));
-        }
-        let parent_ids = if is_root {
-            vec![ROOT_PARENT.to_owned()]
-        } else {
-            parents.iter().map(|p| p.hash.to_string()).collect()
-        };
-        Ok(KestEntry {
-            schema_version: SCHEMA_VERSION.to_owned(),
-            runtime: Runtime::default(),
-            entry_id: uuid::Uuid::now_v7().hyphenated().to_string(),
-            operation: draft.operation.clone(),
-            classification: draft.classification,
-            trust_score,
-            parent_ids,
-            added_taints: draft.added_taints.clone(),
-            removed_taints: draft.removed_taints.clone(),
-            taints,
-            labels,
-            policy_context: draft.policy_context.clone(),
-            environment: draft.environment.clone(),
-            otel_context: draft.otel_context.clone(),
-            metadata: draft.metadata.clone(),
-            input_hash: draft.input_hash.clone(),
-            content_hash: draft.content_hash.clone(),
-            timestamp_ms: now_ms(),
-            extra: serde_json::Map::new(),
-        })
+        let parents: Vec<&Entry> = parents.into_iter().map(|p| p.as_ref()).collect();
+        prepare_entry(&parents, draft, principal, rules)
     }
-
     /// Prepares, signs and appends one entry: the only way to extend a
     /// passport with a new step.
     pub fn record(&mut self, draft: &EntryDraft, signer: &dyn Signer, rules: &TrustRules) -> Result<EntryHash, RecordError> {
@@ -531,6 +470,91 @@ impl Passport {
         let signed = sign_entry(entry, signer)?;
         Ok(self.append(signed)?)
     }
+}
+
+/// Computes the payload of an entry whose parents are `parents` (empty for
+/// a root): trust (SPEC §4), accumulated taints, labels, a UUID v7 and the
+/// timestamp. [`Passport::prepare`] resolves the parents from a passport;
+/// callers that snapshot parents themselves (the hook) use this directly.
+pub fn prepare_entry(
+    parents: &[&Entry],
+    draft: &EntryDraft,
+    principal: &str,
+    rules: &TrustRules,
+) -> Result<KestEntry, DraftError> {
+    if draft.operation.is_empty() {
+        return Err(DraftError::EmptyOperation);
+    }
+    if !draft.removed_taints.is_empty()
+        && draft.trust_override.is_none()
+        && draft.classification != Classification::Sanitizer
+    {
+        return Err(DraftError::RemovalNotAllowed);
+    }
+    if let Some(label) = draft.labels.keys().find(|k| RESERVED_LABELS.contains(&k.as_str())) {
+        return Err(DraftError::ReservedLabel(label.clone()));
+    }
+
+    let is_root = parents.is_empty();
+    let origin = match (&draft.source_type, is_root) {
+        (Some(name), _) => Some(name.as_str()),
+        (None, true) => rules.default_root_origin.as_deref(),
+        (None, false) => None,
+    };
+    let origin_score = match origin {
+        Some(name) => Some(rules.origins.score(name).ok_or_else(|| DraftError::UnknownOrigin(name.to_owned()))?),
+        None => None,
+    };
+    let computed = if is_root {
+        origin_score.unwrap_or(MISSING_ROOT_ORIGIN_SCORE)
+    } else {
+        let scores: Vec<u8> = parents.iter().map(|p| p.payload.trust_score).collect();
+        rules.evaluator.calculate(origin_score.unwrap_or(MISSING_SELF_SCORE), &scores).min(100)
+    };
+    let override_score = draft.trust_override.map(|v| u8::try_from(v.clamp(0, 100)).unwrap_or(0));
+    let trust_score = override_score.unwrap_or(computed);
+    let taints = accumulate_taints(
+        parents.iter().map(|p| p.payload.taints.as_slice()),
+        &draft.added_taints,
+        &draft.removed_taints,
+    );
+
+    let mut labels: BTreeMap<String, Value> =
+        draft.labels.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+    labels.insert(LABEL_PRINCIPAL.into(), Value::String(principal.to_owned()));
+    labels.insert(LABEL_TRUST_EVALUATOR.into(), Value::String(rules.evaluator.name().to_owned()));
+    if let Some(name) = origin {
+        labels.insert(LABEL_SOURCE_TYPE.into(), Value::String(name.to_owned()));
+    }
+    if let Some(score) = override_score {
+        labels.insert(LABEL_TRUST_OVERRIDE.into(), Value::String(score.to_string()));
+    }
+    let parent_ids = if is_root {
+        vec![ROOT_PARENT.to_owned()]
+    } else {
+        parents.iter().map(|p| p.hash.to_string()).collect()
+    };
+    Ok(KestEntry {
+        schema_version: SCHEMA_VERSION.to_owned(),
+        runtime: Runtime::default(),
+        entry_id: uuid::Uuid::now_v7().hyphenated().to_string(),
+        operation: draft.operation.clone(),
+        classification: draft.classification,
+        trust_score,
+        parent_ids,
+        added_taints: draft.added_taints.clone(),
+        removed_taints: draft.removed_taints.clone(),
+        taints,
+        labels,
+        policy_context: draft.policy_context.clone(),
+        environment: draft.environment.clone(),
+        otel_context: draft.otel_context.clone(),
+        metadata: draft.metadata.clone(),
+        input_hash: draft.input_hash.clone(),
+        content_hash: draft.content_hash.clone(),
+        timestamp_ms: now_ms(),
+        extra: serde_json::Map::new(),
+    })
 }
 
 fn now_ms() -> u64 {

@@ -7,43 +7,72 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, Hasher};
-use std::sync::Mutex;
+use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use super::{Decision, PolicyInput};
+use super::{Decision, PolicyInput, Tier};
 
 const SHARDS: usize = 16;
 
 /// Environment variable with the TTL in seconds (default 5, `0` disables).
 pub const TTL_ENV: &str = "KEST_POLICY_CACHE_TTL";
 
+/// What a cached decision is keyed by: the engine, the tier, the policy
+/// and a digest of the evaluation context without per-call fields.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct Key {
+pub struct DecisionKey {
     engine: String,
+    tier: Tier,
     policy: String,
     context: [u8; 32],
+}
+
+impl DecisionKey {
+    /// A key from a context digest (see [`context_digest`]).
+    pub fn new(engine: &str, tier: Tier, policy: &str, context: [u8; 32]) -> DecisionKey {
+        DecisionKey { engine: engine.to_owned(), tier, policy: policy.to_owned(), context }
+    }
+
+    /// A key for a full policy input (digest of its JSON without
+    /// `environment.entry_id`).
+    pub fn for_input(engine: &str, policy: &str, input: &PolicyInput) -> DecisionKey {
+        let mut ctx = input.json().clone();
+        if let Some(env) = ctx.get_mut("environment").and_then(|e| e.as_object_mut()) {
+            env.remove("entry_id");
+        }
+        let bytes = kest_core::json::canonicalize(&ctx).unwrap_or_default();
+        DecisionKey::new(engine, input.context().environment.policy_tier, policy, Sha256::digest(&bytes).into())
+    }
+}
+
+/// SHA-256 of the RFC 8785 form of anything serializable (a context
+/// without its per-call fields).
+pub fn context_digest<T: serde::Serialize>(material: &T) -> [u8; 32] {
+    let bytes = kest_core::json::canonicalize(material).unwrap_or_default();
+    Sha256::digest(&bytes).into()
 }
 
 /// A bounded TTL cache of policy decisions.
 ///
 /// ```
 /// use std::time::Duration;
-/// use kest::policy::{Decision, DecisionCache, PolicyInput};
+/// use kest::policy::{cache::DecisionKey, Decision, DecisionCache, PolicyInput};
 /// let cache = DecisionCache::new(Duration::from_secs(5), 1024);
 /// let input = PolicyInput::new(kest::policy::context::example_context());
-/// assert_eq!(cache.get("mock", "p", &input), None);
-/// cache.put("mock", "p", &input, Decision::Allow);
-/// assert_eq!(cache.get("mock", "p", &input), Some(Decision::Allow));
+/// let key = DecisionKey::for_input("mock", "p", &input);
+/// assert_eq!(cache.get(&key), None);
+/// cache.put(key.clone(), Decision::Allow);
+/// assert_eq!(cache.get(&key), Some(Decision::Allow));
 /// cache.invalidate();
-/// assert_eq!(cache.get("mock", "p", &input), None);
+/// assert_eq!(cache.get(&key), None);
 /// ```
 #[derive(Debug)]
 pub struct DecisionCache {
     ttl: Duration,
     per_shard: usize,
-    shards: Vec<Mutex<HashMap<Key, (Decision, Instant)>>>,
+    shards: Vec<RwLock<HashMap<DecisionKey, (Decision, Instant)>>>,
     hasher: std::collections::hash_map::RandomState,
 }
 
@@ -59,7 +88,7 @@ impl DecisionCache {
         DecisionCache {
             ttl,
             per_shard: capacity.div_ceil(SHARDS).max(1),
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
             hasher: std::collections::hash_map::RandomState::new(),
         }
     }
@@ -83,16 +112,7 @@ impl DecisionCache {
         self.ttl
     }
 
-    fn key(engine: &str, policy: &str, input: &PolicyInput) -> Key {
-        let mut ctx = input.json().clone();
-        if let Some(env) = ctx.get_mut("environment").and_then(|e| e.as_object_mut()) {
-            env.remove("entry_id");
-        }
-        let bytes = kest_core::json::canonicalize(&ctx).unwrap_or_default();
-        Key { engine: engine.to_owned(), policy: policy.to_owned(), context: Sha256::digest(&bytes).into() }
-    }
-
-    fn shard(&self, key: &Key) -> &Mutex<HashMap<Key, (Decision, Instant)>> {
+    fn shard(&self, key: &DecisionKey) -> &RwLock<HashMap<DecisionKey, (Decision, Instant)>> {
         let mut h = self.hasher.build_hasher();
         key.hash(&mut h);
         let index = usize::try_from(h.finish() % SHARDS as u64).unwrap_or(0);
@@ -100,25 +120,23 @@ impl DecisionCache {
     }
 
     /// A fresh cached decision, if any.
-    pub fn get(&self, engine: &str, policy: &str, input: &PolicyInput) -> Option<Decision> {
+    pub fn get(&self, key: &DecisionKey) -> Option<Decision> {
         if !self.enabled() {
             return None;
         }
-        let key = Self::key(engine, policy, input);
-        let shard = self.shard(&key).lock().ok()?;
-        match shard.get(&key) {
+        let shard = self.shard(key).read().ok()?;
+        match shard.get(key) {
             Some((decision, at)) if at.elapsed() < self.ttl => Some(*decision),
             _ => None,
         }
     }
 
     /// Stores a decision.
-    pub fn put(&self, engine: &str, policy: &str, input: &PolicyInput, decision: Decision) {
+    pub fn put(&self, key: DecisionKey, decision: Decision) {
         if !self.enabled() {
             return;
         }
-        let key = Self::key(engine, policy, input);
-        let Ok(mut shard) = self.shard(&key).lock() else { return };
+        let Ok(mut shard) = self.shard(&key).write() else { return };
         if shard.len() >= self.per_shard {
             let ttl = self.ttl;
             shard.retain(|_, (_, at)| at.elapsed() < ttl);
@@ -135,7 +153,7 @@ impl DecisionCache {
     /// Forgets every decision (e.g. after a policy reload or revocation).
     pub fn invalidate(&self) {
         for shard in &self.shards {
-            if let Ok(mut s) = shard.lock() {
+            if let Ok(mut s) = shard.write() {
                 s.clear();
             }
         }
@@ -143,7 +161,7 @@ impl DecisionCache {
 
     /// Number of cached decisions.
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().map(|s| s.len()).unwrap_or(0)).sum()
+        self.shards.iter().map(|s| s.read().map(|s| s.len()).unwrap_or(0)).sum()
     }
 
     /// Whether nothing is cached.

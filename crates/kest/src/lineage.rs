@@ -1,0 +1,314 @@
+//! Ambient lineage (SPEC §5 concurrency, §7.1): the passport, its tips and
+//! the identity baggage of the current *logical flow*.
+//!
+//! A [`Lineage`] is a handle to one flow. It is entered for a closure
+//! ([`Lineage::enter`]) or a future ([`Lineage::scope`], which re-enters on
+//! every poll, so the flow follows the future across `.await` points and
+//! worker threads). There is no process-wide lineage: code outside any flow
+//! has none, and each hooked call there starts a root of its own.
+//!
+//! Concurrent branches are forks: [`fork`] (or [`spawn`] / [`spawn_thread`],
+//! which fork and run) starts a new flow at the current tips (fan-out);
+//! [`Lineage::join`] merges branches back so the next entry names all their
+//! tips as parents (fan-in).
+//!
+//! ```
+//! use kest::lineage::{current_passport, Lineage};
+//! let flow = Lineage::new();
+//! let inside = flow.enter(|| current_passport().map(|p| p.len()));
+//! assert_eq!(inside, Some(0));
+//! assert!(current_passport().is_none(), "nothing outside the flow");
+//! ```
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+
+use kest_core::{Entry, EntryHash, Passport};
+
+/// Who the flow acts for (baggage `kest.user`, `kest.agent`, `kest.task`,
+/// `kest.jwt`).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct FlowIdentity {
+    /// End user.
+    pub user: Option<String>,
+    /// Agent.
+    pub agent: Option<String>,
+    /// Task / scope.
+    pub task: Option<String>,
+    /// The raw bearer token, when one was verified at the edge.
+    pub jwt: Option<String>,
+}
+
+impl std::fmt::Debug for FlowIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlowIdentity")
+            .field("user", &self.user)
+            .field("agent", &self.agent)
+            .field("task", &self.task)
+            .field("jwt", &self.jwt.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+#[derive(Debug, Default)]
+struct FlowState {
+    passport: Passport,
+    /// Where the next entry attaches (normally the passport's tips).
+    tips: Vec<EntryHash>,
+    identity: FlowIdentity,
+}
+
+/// A handle to one logical flow; clones share the flow.
+#[derive(Debug, Clone, Default)]
+pub struct Lineage {
+    state: Arc<Mutex<FlowState>>,
+}
+
+/// What a hooked call reads from the flow before it runs (SPEC §5 step 2).
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// The parent entries of the next entry (empty for a root).
+    pub parents: Vec<Arc<Entry>>,
+    /// Their hashes.
+    pub tips: Vec<EntryHash>,
+    /// The flow's identity baggage.
+    pub identity: FlowIdentity,
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Lineage>> = const { RefCell::new(None) };
+}
+
+/// Restores the previously entered flow when dropped (also on panic).
+struct EnterGuard {
+    previous: Option<Lineage>,
+}
+
+impl Drop for EnterGuard {
+    fn drop(&mut self) {
+        let previous = self.previous.take();
+        CURRENT.with(|c| *c.borrow_mut() = previous);
+    }
+}
+
+impl Lineage {
+    /// A new, empty flow.
+    pub fn new() -> Lineage {
+        Lineage::default()
+    }
+
+    /// A flow continuing a verified passport (e.g. received from upstream).
+    /// The next entry attaches to the passport's tips.
+    pub fn from_passport(passport: Passport) -> Lineage {
+        let tips = passport.tips().to_vec();
+        Lineage { state: Arc::new(Mutex::new(FlowState { passport, tips, identity: FlowIdentity::default() })) }
+    }
+
+    /// Sets the flow's identity baggage.
+    pub fn with_identity(self, identity: FlowIdentity) -> Lineage {
+        self.lock().identity = identity;
+        self
+    }
+
+    /// Sets the end user.
+    pub fn with_user(self, user: impl Into<String>) -> Lineage {
+        self.lock().identity.user = Some(user.into());
+        self
+    }
+
+    fn lock(&self) -> MutexGuard<'_, FlowState> {
+        // A panic while holding the lock cannot leave the state half
+        // updated (every update is a single append), so poisoning is
+        // recovered from.
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The flow entered on this thread / in this task, if any.
+    pub fn current() -> Option<Lineage> {
+        CURRENT.with(|c| c.borrow().clone())
+    }
+
+    /// Runs `f` with this flow as the current one.
+    pub fn enter<R>(&self, f: impl FnOnce() -> R) -> R {
+        let previous = CURRENT.with(|c| c.borrow_mut().replace(self.clone()));
+        let _guard = EnterGuard { previous };
+        f()
+    }
+
+    /// Wraps a future so this flow is current whenever it is polled.
+    pub fn scope<F: Future>(&self, future: F) -> Scoped<F> {
+        Scoped { lineage: self.clone(), future: Box::pin(future) }
+    }
+
+    /// A new flow starting where this one is now (fan-out): same passport,
+    /// same tips, same identity, independent from here on.
+    pub fn fork(&self) -> Lineage {
+        let s = self.lock();
+        Lineage {
+            state: Arc::new(Mutex::new(FlowState {
+                passport: s.passport.clone(),
+                tips: s.tips.clone(),
+                identity: s.identity.clone(),
+            })),
+        }
+    }
+
+    /// Merges branches into this flow: their entries are added (first
+    /// occurrence kept) and the next entry's parents become the tips of all
+    /// branches (fan-in).
+    pub fn join<'a>(&self, branches: impl IntoIterator<Item = &'a Lineage>) {
+        let mut merged_tips: Vec<EntryHash> = Vec::new();
+        let mut passport = self.passport();
+        for branch in branches {
+            let (branch_passport, branch_tips) = {
+                let b = branch.lock();
+                (b.passport.clone(), b.tips.clone())
+            };
+            passport = passport.merge(&branch_passport);
+            for tip in branch_tips {
+                if !merged_tips.contains(&tip) {
+                    merged_tips.push(tip);
+                }
+            }
+        }
+        let mut s = self.lock();
+        s.passport = passport;
+        s.tips = merged_tips;
+    }
+
+    /// A copy of the flow's passport.
+    pub fn passport(&self) -> Passport {
+        self.lock().passport.clone()
+    }
+
+    /// The flow's current tips.
+    pub fn tips(&self) -> Vec<EntryHash> {
+        self.lock().tips.clone()
+    }
+
+    /// The flow's identity baggage.
+    pub fn identity(&self) -> FlowIdentity {
+        self.lock().identity.clone()
+    }
+
+    /// Reads what the next entry builds on.
+    pub fn snapshot(&self) -> Snapshot {
+        let s = self.lock();
+        let parents = s.tips.iter().filter_map(|t| s.passport.get(t).cloned()).collect();
+        Snapshot { parents, tips: s.tips.clone(), identity: s.identity.clone() }
+    }
+
+    /// Appends a signed entry built on `parents` and moves the tips: the
+    /// parents stop being tips, the new entry becomes one.
+    pub fn append(&self, signed: kest_core::SignedEntry) -> Result<EntryHash, kest_core::AppendError> {
+        let mut s = self.lock();
+        let parents = signed.entry().parents().to_vec();
+        let hash = s.passport.append(signed)?;
+        s.tips.retain(|t| !parents.contains(t));
+        s.tips.push(hash);
+        Ok(hash)
+    }
+}
+
+/// A future running inside a [`Lineage`] (see [`Lineage::scope`]).
+pub struct Scoped<F> {
+    lineage: Lineage,
+    future: Pin<Box<F>>,
+}
+
+impl<F> std::fmt::Debug for Scoped<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scoped").field("lineage", &self.lineage).finish_non_exhaustive()
+    }
+}
+
+impl<F: Future> Future for Scoped<F> {
+    type Output = F::Output;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = &mut *self;
+        let future = this.future.as_mut();
+        this.lineage.enter(|| future.poll(cx))
+    }
+}
+
+/// The current flow's passport.
+pub fn current_passport() -> Option<Passport> {
+    Lineage::current().map(|l| l.passport())
+}
+
+/// The current flow's end user (`kest.user`).
+pub fn current_user() -> Option<String> {
+    Lineage::current().and_then(|l| l.identity().user)
+}
+
+/// The current flow's agent (`kest.agent`).
+pub fn current_agent() -> Option<String> {
+    Lineage::current().and_then(|l| l.identity().agent)
+}
+
+/// The current flow's task (`kest.task`).
+pub fn current_task() -> Option<String> {
+    Lineage::current().and_then(|l| l.identity().task)
+}
+
+/// The current flow's verified bearer token (`kest.jwt`).
+pub fn current_jwt() -> Option<String> {
+    Lineage::current().and_then(|l| l.identity().jwt)
+}
+
+/// Forks the current flow (a new empty flow when there is none).
+pub fn fork() -> Lineage {
+    Lineage::current().map(|l| l.fork()).unwrap_or_default()
+}
+
+/// The result of a branch and the branch's flow, to [`Lineage::join`].
+#[derive(Debug)]
+pub struct Branch<T> {
+    /// What the branch returned.
+    pub value: T,
+    /// The branch's flow.
+    pub lineage: Lineage,
+}
+
+/// Runs `f` on a new thread in a fork of the current flow.
+pub fn spawn_thread<T, F>(f: F) -> std::thread::JoinHandle<Branch<T>>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let branch = fork();
+    std::thread::spawn(move || {
+        let value = branch.enter(f);
+        Branch { value, lineage: branch }
+    })
+}
+
+/// Spawns `future` on the Tokio runtime in a fork of the current flow.
+#[cfg(feature = "tokio")]
+pub fn spawn<F>(future: F) -> tokio::task::JoinHandle<Branch<F::Output>>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let branch = fork();
+    let scoped = branch.scope(future);
+    tokio::spawn(async move {
+        let value = scoped.await;
+        Branch { value, lineage: branch }
+    })
+}
+
+/// Joins branches into the current flow (see [`Lineage::join`]); returns
+/// `false` when there is no current flow to join into.
+pub fn join<'a>(branches: impl IntoIterator<Item = &'a Lineage>) -> bool {
+    match Lineage::current() {
+        Some(l) => {
+            l.join(branches);
+            true
+        }
+        None => false,
+    }
+}

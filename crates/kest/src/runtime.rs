@@ -1,0 +1,449 @@
+//! The `Kest` runtime: everything the hook needs, built once at start-up
+//! (SPEC §5 step 1, §6.3).
+//!
+//! Tier policy lists and deviations come only from here (code, a TOML file
+//! or `KEST_*` environment variables), never from a hook call site, so a
+//! developer cannot exempt their own function.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use kest_core::{OriginMap, TrustEvaluator, TrustRules, WeakestLink};
+use serde::Deserialize;
+
+use crate::identity::IdentityProvider;
+use crate::policy::cache::{parse_ttl, TTL_ENV};
+use crate::policy::{DecisionCache, PolicyEngine, Tier};
+
+/// A configuration problem (raised when building, never at call time).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A value is invalid.
+    #[error("{0}")]
+    Invalid(String),
+    /// The configuration file could not be read or parsed.
+    #[error("{path}: {message}")]
+    File {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// An approved exception: skips one policy of one tier for one scope.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviationRule {
+    /// The operation name or application the deviation applies to.
+    pub scope: String,
+    /// The skipped policy.
+    pub policy: String,
+    /// Its tier.
+    pub tier: String,
+    /// Why it was approved.
+    pub reason: Option<String>,
+    /// Who approved it.
+    pub approver: Option<String>,
+}
+
+/// Everything a hooked call needs: identity, engine, decision cache, trust
+/// rules, tier policies and deviations.
+///
+/// ```
+/// use std::sync::Arc;
+/// use kest::policy::MockPolicyEngine;
+/// use kest::Kest;
+/// let kest = Kest::builder()
+///     .engine(Arc::new(MockPolicyEngine::allow_all()))
+///     .enterprise_policies(["no_pii_egress"])
+///     .build()
+///     .unwrap();
+/// assert_eq!(kest.tier_policies(kest::policy::Tier::Enterprise), ["no_pii_egress"]);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Kest {
+    pub(crate) identity: Option<Arc<dyn IdentityProvider>>,
+    pub(crate) engine: Option<Arc<dyn PolicyEngine>>,
+    pub(crate) cache: Arc<DecisionCache>,
+    pub(crate) trust: TrustRules,
+    pub(crate) enterprise: Vec<String>,
+    pub(crate) platform: Vec<String>,
+    pub(crate) application: Vec<String>,
+    pub(crate) deviations: Vec<DeviationRule>,
+    pub(crate) app_name: Option<String>,
+}
+
+impl Kest {
+    /// A builder with no identity, no engine, a 5 s decision cache and the
+    /// default trust rules.
+    pub fn builder() -> KestBuilder {
+        KestBuilder::default()
+    }
+
+    /// The configured identity.
+    pub fn identity(&self) -> Option<&Arc<dyn IdentityProvider>> {
+        self.identity.as_ref()
+    }
+
+    /// The configured engine.
+    pub fn engine(&self) -> Option<&Arc<dyn PolicyEngine>> {
+        self.engine.as_ref()
+    }
+
+    /// The decision cache.
+    pub fn cache(&self) -> &DecisionCache {
+        &self.cache
+    }
+
+    /// Forgets all cached decisions.
+    pub fn invalidate(&self) {
+        self.cache.invalidate();
+    }
+
+    /// The trust rules.
+    pub fn trust_rules(&self) -> &TrustRules {
+        &self.trust
+    }
+
+    /// The configured policies of a tier (`Function` has none here: they
+    /// come from the hook).
+    pub fn tier_policies(&self, tier: Tier) -> &[String] {
+        match tier {
+            Tier::Enterprise => &self.enterprise,
+            Tier::Platform => &self.platform,
+            Tier::Application => &self.application,
+            Tier::Function => &[],
+        }
+    }
+
+    /// The deviations active for `operation` (scope = the operation or the
+    /// application name).
+    pub fn active_deviations(&self, operation: &str) -> Vec<&DeviationRule> {
+        self.deviations
+            .iter()
+            .filter(|d| d.scope == operation || self.app_name.as_deref() == Some(d.scope.as_str()))
+            .collect()
+    }
+}
+
+/// Builder for [`Kest`].
+#[derive(Debug, Default)]
+pub struct KestBuilder {
+    identity: Option<Arc<dyn IdentityProvider>>,
+    engine: Option<Arc<dyn PolicyEngine>>,
+    cache_ttl: Option<Duration>,
+    cache_capacity: Option<usize>,
+    evaluator: Option<Arc<dyn TrustEvaluator>>,
+    origins: Vec<(String, i64)>,
+    default_root_origin: Option<String>,
+    enterprise: Vec<String>,
+    platform: Vec<String>,
+    application: Vec<String>,
+    deviations: Vec<DeviationRule>,
+    app_name: Option<String>,
+}
+
+fn names<I: IntoIterator<Item = S>, S: Into<String>>(list: I) -> Vec<String> {
+    list.into_iter().map(Into::into).collect()
+}
+
+impl KestBuilder {
+    /// The workload identity that signs entries.
+    pub fn identity(mut self, identity: Arc<dyn IdentityProvider>) -> Self {
+        self.identity = Some(identity);
+        self
+    }
+    /// The policy engine.
+    pub fn engine(mut self, engine: Arc<dyn PolicyEngine>) -> Self {
+        self.engine = Some(engine);
+        self
+    }
+    /// Decision-cache TTL (zero disables caching; default: `KEST_POLICY_CACHE_TTL` or 5 s).
+    pub fn cache_ttl(mut self, ttl: Duration) -> Self {
+        self.cache_ttl = Some(ttl);
+        self
+    }
+    /// Decision-cache capacity (default 4096).
+    pub fn cache_capacity(mut self, capacity: usize) -> Self {
+        self.cache_capacity = Some(capacity);
+        self
+    }
+    /// The trust evaluator for non-root entries (default weakest link).
+    pub fn trust_evaluator(mut self, evaluator: Arc<dyn TrustEvaluator>) -> Self {
+        self.evaluator = Some(evaluator);
+        self
+    }
+    /// Adds a deployment origin (the seven defaults cannot be overridden).
+    pub fn origin(mut self, name: impl Into<String>, score: i64) -> Self {
+        self.origins.push((name.into(), score));
+        self
+    }
+    /// The origin assumed at a root when a call names none.
+    pub fn default_root_origin(mut self, origin: impl Into<String>) -> Self {
+        self.default_root_origin = Some(origin.into());
+        self
+    }
+    /// Enterprise-tier policies, evaluated first on every call.
+    pub fn enterprise_policies<I: IntoIterator<Item = S>, S: Into<String>>(mut self, list: I) -> Self {
+        self.enterprise = names(list);
+        self
+    }
+    /// Platform-tier policies.
+    pub fn platform_policies<I: IntoIterator<Item = S>, S: Into<String>>(mut self, list: I) -> Self {
+        self.platform = names(list);
+        self
+    }
+    /// Application-tier policies.
+    pub fn app_policies<I: IntoIterator<Item = S>, S: Into<String>>(mut self, list: I) -> Self {
+        self.application = names(list);
+        self
+    }
+    /// An approved deviation.
+    pub fn deviation(mut self, rule: DeviationRule) -> Self {
+        self.deviations.push(rule);
+        self
+    }
+    /// The application name (a deviation scope).
+    pub fn app_name(mut self, name: impl Into<String>) -> Self {
+        self.app_name = Some(name.into());
+        self
+    }
+
+    /// Applies `KEST_*` environment variables over what is set so far:
+    /// `KEST_ENTERPRISE_POLICIES`, `KEST_PLATFORM_POLICIES`,
+    /// `KEST_APP_POLICIES` (comma-separated), `KEST_APP_NAME`,
+    /// `KEST_DEFAULT_ORIGIN`, `KEST_ORIGINS` (`name=score,...`),
+    /// `KEST_DEVIATIONS` (a JSON array of deviation objects) and
+    /// `KEST_POLICY_CACHE_TTL` (seconds).
+    pub fn with_env(self) -> Result<Self, ConfigError> {
+        self.with_env_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// [`KestBuilder::with_env`] with an injected variable lookup.
+    pub fn with_env_lookup(mut self, var: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let list = |raw: String| -> Vec<String> {
+            raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect()
+        };
+        if let Some(v) = var("KEST_ENTERPRISE_POLICIES") {
+            self.enterprise = list(v);
+        }
+        if let Some(v) = var("KEST_PLATFORM_POLICIES") {
+            self.platform = list(v);
+        }
+        if let Some(v) = var("KEST_APP_POLICIES") {
+            self.application = list(v);
+        }
+        if let Some(v) = var("KEST_APP_NAME") {
+            self.app_name = Some(v);
+        }
+        if let Some(v) = var("KEST_DEFAULT_ORIGIN") {
+            self.default_root_origin = Some(v);
+        }
+        if let Some(v) = var("KEST_ORIGINS") {
+            for spec in list(v) {
+                let (name, score) = spec
+                    .split_once('=')
+                    .ok_or_else(|| ConfigError::Invalid(format!("KEST_ORIGINS: `{spec}` is not name=score")))?;
+                let score = score
+                    .trim()
+                    .parse()
+                    .map_err(|_| ConfigError::Invalid(format!("KEST_ORIGINS: `{spec}` score is not an integer")))?;
+                self.origins.push((name.trim().to_owned(), score));
+            }
+        }
+        if let Some(v) = var("KEST_DEVIATIONS") {
+            let rules: Vec<DeviationRule> = serde_json::from_str(&v)
+                .map_err(|e| ConfigError::Invalid(format!("KEST_DEVIATIONS: {e}")))?;
+            self.deviations.extend(rules);
+        }
+        if let Some(v) = var(TTL_ENV) {
+            self.cache_ttl = Some(parse_ttl(&v).map_err(|e| ConfigError::Invalid(e.to_string()))?);
+        }
+        Ok(self)
+    }
+
+    /// Applies a TOML configuration file (see [`FileConfig`]).
+    pub fn with_toml_file(self, path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::File { path: path.display().to_string(), message: e.to_string() })?;
+        self.with_toml_str(&text)
+            .map_err(|e| ConfigError::File { path: path.display().to_string(), message: e.to_string() })
+    }
+
+    /// Applies TOML configuration text (see [`FileConfig`]).
+    pub fn with_toml_str(mut self, text: &str) -> Result<Self, ConfigError> {
+        let file: FileConfig = toml::from_str(text).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if let Some(p) = file.policies {
+            if let Some(v) = p.enterprise {
+                self.enterprise = v;
+            }
+            if let Some(v) = p.platform {
+                self.platform = v;
+            }
+            if let Some(v) = p.application {
+                self.application = v;
+            }
+        }
+        self.deviations.extend(file.deviations);
+        if let Some(t) = file.trust {
+            for (name, score) in t.origins {
+                self.origins.push((name, score));
+            }
+            if let Some(o) = t.default_root_origin {
+                self.default_root_origin = Some(o);
+            }
+        }
+        if let Some(c) = file.cache {
+            if let Some(ttl) = c.ttl_seconds {
+                self.cache_ttl = Some(
+                    Duration::try_from_secs_f64(ttl)
+                        .map_err(|_| ConfigError::Invalid(format!("cache.ttl_seconds {ttl} is not valid")))?,
+                );
+            }
+            if let Some(cap) = c.capacity {
+                self.cache_capacity = Some(cap);
+            }
+        }
+        if let Some(name) = file.app_name {
+            self.app_name = Some(name);
+        }
+        Ok(self)
+    }
+
+    /// Validates and builds.
+    pub fn build(self) -> Result<Kest, ConfigError> {
+        let mut origins = OriginMap::default();
+        for (name, score) in &self.origins {
+            origins.register(name, *score).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        }
+        if let Some(o) = &self.default_root_origin {
+            if origins.score(o).is_none() {
+                return Err(ConfigError::Invalid(format!("default root origin `{o}` is not a known origin")));
+            }
+        }
+        for d in &self.deviations {
+            d.tier.parse::<Tier>().map_err(|e| ConfigError::Invalid(format!("deviation for `{}`: {e}", d.policy)))?;
+            if d.scope.is_empty() || d.policy.is_empty() {
+                return Err(ConfigError::Invalid("a deviation needs a scope and a policy".into()));
+            }
+        }
+        for (tier, list) in [("enterprise", &self.enterprise), ("platform", &self.platform), ("application", &self.application)]
+        {
+            if list.iter().any(String::is_empty) {
+                return Err(ConfigError::Invalid(format!("{tier} policy names must not be empty")));
+            }
+        }
+        let ttl = match self.cache_ttl {
+            Some(t) => t,
+            None => DecisionCache::ttl_from_env().map_err(|e| ConfigError::Invalid(e.to_string()))?,
+        };
+        Ok(Kest {
+            identity: self.identity,
+            engine: self.engine,
+            cache: Arc::new(DecisionCache::new(ttl, self.cache_capacity.unwrap_or(4096))),
+            trust: TrustRules {
+                origins,
+                evaluator: self.evaluator.unwrap_or_else(|| Arc::new(WeakestLink)),
+                default_root_origin: self.default_root_origin,
+            },
+            enterprise: self.enterprise,
+            platform: self.platform,
+            application: self.application,
+            deviations: self.deviations,
+            app_name: self.app_name,
+        })
+    }
+}
+
+/// The TOML configuration file.
+///
+/// ```toml
+/// app_name = "support-bot"
+/// [policies]
+/// enterprise = ["no_pii_egress"]
+/// platform = []
+/// application = ["kest/allow"]
+/// [[deviations]]
+/// scope = "export_report"
+/// policy = "no_pii_egress"
+/// tier = "enterprise"
+/// reason = "legal hold export"
+/// approver = "ciso@example.com"
+/// [trust]
+/// default_root_origin = "internal"
+/// origins = { partner_feed = 70 }
+/// [cache]
+/// ttl_seconds = 5
+/// capacity = 4096
+/// ```
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Application name (a deviation scope).
+    pub app_name: Option<String>,
+    /// Tier policy lists.
+    pub policies: Option<FilePolicies>,
+    /// Deviations.
+    #[serde(default)]
+    pub deviations: Vec<DeviationRule>,
+    /// Trust settings.
+    pub trust: Option<FileTrust>,
+    /// Decision cache settings.
+    pub cache: Option<FileCache>,
+}
+
+/// `[policies]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePolicies {
+    /// Enterprise tier.
+    pub enterprise: Option<Vec<String>>,
+    /// Platform tier.
+    pub platform: Option<Vec<String>>,
+    /// Application tier.
+    pub application: Option<Vec<String>>,
+}
+
+/// `[trust]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTrust {
+    /// Extra origins.
+    #[serde(default)]
+    pub origins: std::collections::BTreeMap<String, i64>,
+    /// Default root origin.
+    pub default_root_origin: Option<String>,
+}
+
+/// `[cache]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCache {
+    /// TTL in seconds (0 disables).
+    pub ttl_seconds: Option<f64>,
+    /// Capacity.
+    pub capacity: Option<usize>,
+}
+
+static GLOBAL: ArcSwapOption<Kest> = ArcSwapOption::const_empty();
+
+/// Installs the process-wide default runtime (per-call overrides still win).
+pub fn configure(kest: Kest) -> Arc<Kest> {
+    let kest = Arc::new(kest);
+    GLOBAL.store(Some(Arc::clone(&kest)));
+    kest
+}
+
+/// The process-wide default runtime, if configured.
+pub fn global() -> Option<Arc<Kest>> {
+    GLOBAL.load_full()
+}
+
+/// Removes the process-wide default (mainly for tests).
+pub fn reset_global() {
+    GLOBAL.store(None);
+}

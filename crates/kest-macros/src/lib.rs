@@ -179,15 +179,15 @@ fn parse_args(tokens: TokenStream2) -> syn::Result<Args> {
     Ok(args)
 }
 
-/// The names of the function's arguments (patterns that are plain idents).
-fn arg_idents(func: &ItemFn) -> syn::Result<(Vec<syn::Ident>, bool)> {
+/// The function's arguments (patterns that are plain idents) and types.
+fn arg_idents(func: &ItemFn) -> syn::Result<(Vec<(syn::Ident, Type)>, bool)> {
     let mut names = Vec::new();
     let mut has_self = false;
     for input in &func.sig.inputs {
         match input {
             FnArg::Receiver(_) => has_self = true,
             FnArg::Typed(pt) => match &*pt.pat {
-                Pat::Ident(pi) => names.push(pi.ident.clone()),
+                Pat::Ident(pi) => names.push((pi.ident.clone(), (*pt.ty).clone())),
                 other => {
                     return Err(err(other.span(), "kest::verified needs plain argument names (no patterns)"));
                 }
@@ -198,21 +198,32 @@ fn arg_idents(func: &ItemFn) -> syn::Result<(Vec<syn::Ident>, bool)> {
 }
 
 /// A resolver: a closure is called with references to the arguments its
-/// parameters name; any other expression is used as it is.
-fn resolver(expr: &Expr, args: &[syn::Ident]) -> syn::Result<TokenStream2> {
+/// parameters name (untyped parameters get the argument's type); any other
+/// expression is used as it is.
+fn resolver(expr: &Expr, args: &[(syn::Ident, Type)]) -> syn::Result<TokenStream2> {
     if let Expr::Closure(closure) = expr {
+        let mut closure = closure.clone();
         let mut call_args = Vec::new();
-        for input in &closure.inputs {
-            let ident = match input {
-                Pat::Ident(pi) => pi.ident.clone(),
+        for input in closure.inputs.iter_mut() {
+            let (ident, typed) = match input {
+                Pat::Ident(pi) => (pi.ident.clone(), false),
                 Pat::Type(pt) => match &*pt.pat {
-                    Pat::Ident(pi) => pi.ident.clone(),
+                    Pat::Ident(pi) => (pi.ident.clone(), true),
                     other => return Err(err(other.span(), "resolver parameters must be argument names")),
                 },
                 other => return Err(err(other.span(), "resolver parameters must be argument names")),
             };
-            if !args.contains(&ident) {
+            let Some((_, ty)) = args.iter().find(|(name, _)| *name == ident) else {
                 return Err(err(ident.span(), format!("resolver parameter `{ident}` is not an argument of the function")));
+            };
+            if !typed {
+                let pat = std::mem::replace(input, Pat::Verbatim(TokenStream2::new()));
+                *input = Pat::Type(syn::PatType {
+                    attrs: Vec::new(),
+                    pat: Box::new(pat),
+                    colon_token: Default::default(),
+                    ty: Box::new(syn::parse_quote! { &#ty }),
+                });
             }
             call_args.push(quote! { &#ident });
         }
@@ -232,6 +243,7 @@ fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
     let args = parse_args(attr)?;
     let mut func: ItemFn = syn::parse2(item)?;
     let (names, _has_self) = arg_idents(&func)?;
+    let arg_names: Vec<&syn::Ident> = names.iter().map(|(n, _)| n).collect();
     let operation = args.operation.clone().unwrap_or_else(|| func.sig.ident.to_string());
     let p = quote! { ::kest::__private };
 
@@ -300,7 +312,7 @@ fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
     let to_err = kest_err(fallible);
     let inputs = if args.hash_inputs {
         quote! {
-            let __kest_call = match __kest_call.inputs(&(#(&#names,)*)) {
+            let __kest_call = match __kest_call.inputs(&(#(&#arg_names,)*)) {
                 ::core::result::Result::Ok(c) => c,
                 ::core::result::Result::Err(e) => return ::core::result::Result::Err(#to_err(e)),
             };

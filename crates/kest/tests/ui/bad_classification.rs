@@ -1,0 +1,6 @@
+#[kest::verified(policy = "allow", classification = "cleaner")]
+fn f() -> u8 {
+    1
+}
+
+fn main() {}

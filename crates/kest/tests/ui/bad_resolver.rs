@@ -1,0 +1,6 @@
+#[kest::verified(policy = "allow", user = |nobody| nobody.to_string())]
+fn f(somebody: &str) -> usize {
+    somebody.len()
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[kest::verified(policy = [])]
+fn f() -> u8 {
+    1
+}
+
+fn main() {}

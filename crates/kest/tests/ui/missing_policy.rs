@@ -1,0 +1,6 @@
+#[kest::verified(source_type = "internet")]
+fn f() -> u8 {
+    1
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[kest::verified(policy = "allow", removed_taints = ["pii"])]
+fn f() -> u8 {
+    1
+}
+
+fn main() {}

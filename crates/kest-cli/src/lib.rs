@@ -1,5 +1,5 @@
-//! The `kest` command line (SPEC §10): `verify`, `inspect`, `keygen`,
-//! `jwks` and `append`.
+//! The `kest` command line (SPEC §10): `demo`, `verify`, `inspect`,
+//! `viz`, `keygen`, `jwks`, `append` and `whoami`.
 //!
 //! Exit codes are part of the contract: 0 success / valid, 1 invalid
 //! passport, 2 usage or I/O error.
@@ -74,6 +74,12 @@ pub enum Command {
     Jwks(commands::jwks::JwksArgs),
     /// Record one signed step in a passport file.
     Append(commands::append::AppendArgs),
+    /// Print the auto-detected workload identity and why it was chosen (exit 2 if none can be used).
+    Whoami(commands::whoami::WhoamiArgs),
+    /// Draw a passport's DAG (tree, mermaid, dot or html).
+    Viz(commands::viz::VizArgs),
+    /// Run the AI-agent demo on embedded defaults (no servers), write and verify its passport.
+    Demo(commands::demo::DemoArgs),
 }
 
 /// Parses `args` and runs the command, printing to stdout/stderr.
@@ -100,6 +106,9 @@ pub fn run(cli: Cli) -> Exit {
         Command::Keygen(args) => commands::keygen::run(&args),
         Command::Jwks(args) => commands::jwks::run(&args),
         Command::Append(args) => commands::append::run(&args),
+        Command::Whoami(args) => commands::whoami::run(&args),
+        Command::Viz(args) => commands::viz::run(&args),
+        Command::Demo(args) => commands::demo::run(&args),
     };
     match result {
         Ok(exit) => exit,

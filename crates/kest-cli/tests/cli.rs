@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use kest_core::baggage::{pack, Baggage, PackOptions, Packed};
+use kest_core::baggage::{Baggage, PackOptions, Packed, pack};
 use serde_json::Value;
 
 fn kest_in(dir: &Path, args: &[&str]) -> Output {
@@ -30,7 +30,9 @@ fn setup() -> tempfile::TempDir {
     assert_eq!(code(&kest_in(d, &["keygen", "--principal", "spiffe://t/a", "--out", "a.jwk"])), 0);
     let jwks = kest_in(d, &["jwks", "a.jwk"]);
     std::fs::write(d.join("jwks.json"), &jwks.stdout).unwrap();
-    for (op, extra) in [("ask", vec!["--source-type", "user_input"]), ("browse", vec!["--taint", "web"]), ("answer", vec![])] {
+    for (op, extra) in
+        [("ask", vec!["--source-type", "user_input"]), ("browse", vec!["--taint", "web"]), ("answer", vec![])]
+    {
         let mut args = vec!["append", "--key", "a.jwk", "--passport", "p.json", "--operation", op];
         args.extend(extra);
         let out = kest_in(d, &args);
@@ -99,7 +101,8 @@ fn verify_accepts_baggage_inline_compressed_and_reference_raw_json() {
     std::fs::write(d.join("z.txt"), format!("kest.passport_z={z}")).unwrap();
 
     let entries: Vec<String> = serde_json::from_str(json).unwrap();
-    let raw = format!("kest.passport={}", serde_json::to_string(&entries).unwrap().replace("\",\"", "\", \""));
+    let raw =
+        format!("kest.passport={}", serde_json::to_string(&entries).unwrap().replace("\",\"", "\", \""));
     std::fs::write(d.join("raw.txt"), raw).unwrap();
 
     for file in ["inline.txt", "z.txt", "raw.txt"] {
@@ -145,7 +148,20 @@ fn keygen_never_overwrites_and_pem_needs_a_principal() {
     let out = kest_in(d, &["append", "--key", "k.pem", "--passport", "p.json", "--operation", "x"]);
     assert_eq!(code(&out), 2);
     assert!(stderr(&out).contains("--principal"));
-    let out = kest_in(d, &["append", "--key", "k.pem", "--principal", "spiffe://t/p", "--passport", "p.json", "--operation", "x"]);
+    let out = kest_in(
+        d,
+        &[
+            "append",
+            "--key",
+            "k.pem",
+            "--principal",
+            "spiffe://t/p",
+            "--passport",
+            "p.json",
+            "--operation",
+            "x",
+        ],
+    );
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let jwks = kest_in(d, &["jwks", "--pem", "spiffe://t/p=k.pem"]);
     assert_eq!(code(&jwks), 0);
@@ -162,30 +178,100 @@ fn append_refuses_invalid_history_and_bad_drafts() {
     let out = kest_in(d, &["append", "--key", "b.jwk", "--passport", "p.json", "--operation", "x"]);
     assert_eq!(code(&out), 1);
     assert!(stderr(&out).contains("unknown_signer"), "{}", stderr(&out));
-    let out = kest_in(d, &["append", "--key", "b.jwk", "--keys", "jwks.json", "--passport", "p.json", "--operation", "x"]);
+    let out = kest_in(
+        d,
+        &["append", "--key", "b.jwk", "--keys", "jwks.json", "--passport", "p.json", "--operation", "x"],
+    );
     assert_eq!(code(&out), 0, "{}", stderr(&out));
 
     let before = std::fs::read(d.join("p.json")).unwrap();
-    let out = kest_in(d, &["append", "--key", "a.jwk", "--keys", "b.jwk", "--passport", "p.json", "--operation", "y", "--remove-taint", "web"]);
+    let out = kest_in(
+        d,
+        &[
+            "append",
+            "--key",
+            "a.jwk",
+            "--keys",
+            "b.jwk",
+            "--passport",
+            "p.json",
+            "--operation",
+            "y",
+            "--remove-taint",
+            "web",
+        ],
+    );
     assert_eq!(code(&out), 2);
     assert!(stderr(&out).contains("sanitizer"), "{}", stderr(&out));
-    let out = kest_in(d, &["append", "--key", "a.jwk", "--keys", "b.jwk", "--passport", "p.json", "--operation", "y", "--source-type", "nowhere"]);
+    let out = kest_in(
+        d,
+        &[
+            "append",
+            "--key",
+            "a.jwk",
+            "--keys",
+            "b.jwk",
+            "--passport",
+            "p.json",
+            "--operation",
+            "y",
+            "--source-type",
+            "nowhere",
+        ],
+    );
     assert_eq!(code(&out), 2);
     assert!(stderr(&out).contains("unknown origin"));
-    let out = kest_in(d, &["append", "--key", "a.jwk", "--keys", "b.jwk", "--passport", "p.json", "--operation", "y", "--parent", &"ab".repeat(32)]);
+    let out = kest_in(
+        d,
+        &[
+            "append",
+            "--key",
+            "a.jwk",
+            "--keys",
+            "b.jwk",
+            "--passport",
+            "p.json",
+            "--operation",
+            "y",
+            "--parent",
+            &"ab".repeat(32),
+        ],
+    );
     assert_eq!(code(&out), 2);
     assert_eq!(std::fs::read(d.join("p.json")).unwrap(), before, "failed appends leave the file untouched");
 
     // Fan out from the root, then an ordinary append joins both branches.
     let root = {
-        let v: Value = serde_json::from_str(&stdout(&kest_in(d, &["inspect", "--format", "json", "p.json"]))).unwrap();
+        let v: Value =
+            serde_json::from_str(&stdout(&kest_in(d, &["inspect", "--format", "json", "p.json"]))).unwrap();
         v[0]["hash"].as_str().unwrap().to_owned()
     };
-    let out = kest_in(d, &["append", "--key", "a.jwk", "--keys", "b.jwk", "--passport", "p.json", "--operation", "side", "--parent", &root]);
+    let out = kest_in(
+        d,
+        &[
+            "append",
+            "--key",
+            "a.jwk",
+            "--keys",
+            "b.jwk",
+            "--passport",
+            "p.json",
+            "--operation",
+            "side",
+            "--parent",
+            &root,
+        ],
+    );
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    let out = kest_in(d, &["append", "--key", "a.jwk", "--keys", "b.jwk", "--passport", "p.json", "--operation", "join"]);
+    let out = kest_in(
+        d,
+        &["append", "--key", "a.jwk", "--keys", "b.jwk", "--passport", "p.json", "--operation", "join"],
+    );
     assert_eq!(code(&out), 0);
-    let out = kest_in(d, &["verify", "--keys", "jwks.json", "--keys", "b.jwk", "--semantic", "--format", "json", "p.json"]);
+    let out = kest_in(
+        d,
+        &["verify", "--keys", "jwks.json", "--keys", "b.jwk", "--semantic", "--format", "json", "p.json"],
+    );
     let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(report["entries"][5]["parents"].as_array().unwrap().len(), 2);
     assert_eq!(report["tips"].as_array().unwrap().len(), 1);

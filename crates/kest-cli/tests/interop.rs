@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use kest_core::encoding::{b64url_decode, b64url_encode};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -49,8 +49,12 @@ fn reference_fixtures() -> (tempfile::TempDir, Vec<String>) {
     let out = Command::new(python()).arg(&script).arg(dir.path()).output().expect("run python");
     ok(&out, "reference_generate.py");
     let index = read_json(&dir.path().join("index.json"));
-    let names: Vec<String> =
-        index["scenarios"].as_array().expect("scenarios").iter().map(|v| v.as_str().unwrap().to_owned()).collect();
+    let names: Vec<String> = index["scenarios"]
+        .as_array()
+        .expect("scenarios")
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect();
     assert!(names.len() >= 8, "expected all scenarios, got {names:?}");
     (dir, names)
 }
@@ -62,12 +66,14 @@ fn reference_passports_verify_and_decode_identically() {
     for name in &names {
         let passport = dir.path().join(format!("{name}.passport.json"));
         let p = passport.to_str().unwrap();
-        let report: Value =
-            serde_json::from_str(&ok(&kest(&["verify", "--keys", jwks.to_str().unwrap(), "--format", "json", p]), name))
-                .unwrap();
+        let report: Value = serde_json::from_str(&ok(
+            &kest(&["verify", "--keys", jwks.to_str().unwrap(), "--format", "json", p]),
+            name,
+        ))
+        .unwrap();
         assert_eq!(report["valid"], json!(true), "{name}");
-        let decoded: Value =
-            serde_json::from_str(&ok(&kest(&["inspect", "--format", "json", p]), name)).expect("inspect json");
+        let decoded: Value = serde_json::from_str(&ok(&kest(&["inspect", "--format", "json", p]), name))
+            .expect("inspect json");
         let expected = read_json(&dir.path().join(format!("{name}.decoded.json")));
         let ours: Vec<&Value> = decoded.as_array().unwrap().iter().map(|e| &e["payload"]).collect();
         let theirs: Vec<&Value> = expected.as_array().unwrap().iter().collect();
@@ -125,9 +131,21 @@ fn our_passports() -> Ours {
     let d = dir.path();
     for who in ["ingest", "agent", "tool"] {
         let key = d.join(format!("{who}.jwk"));
-        ok(&kest(&["keygen", "--principal", &format!("spiffe://kest.test/{who}"), "--out", key.to_str().unwrap()]), "keygen");
+        ok(
+            &kest(&[
+                "keygen",
+                "--principal",
+                &format!("spiffe://kest.test/{who}"),
+                "--out",
+                key.to_str().unwrap(),
+            ]),
+            "keygen",
+        );
     }
-    let keys: Vec<String> = ["ingest", "agent", "tool"].iter().map(|w| d.join(format!("{w}.jwk")).to_str().unwrap().to_owned()).collect();
+    let keys: Vec<String> = ["ingest", "agent", "tool"]
+        .iter()
+        .map(|w| d.join(format!("{w}.jwk")).to_str().unwrap().to_owned())
+        .collect();
     let mut jwks_args = vec!["jwks"];
     jwks_args.extend(keys.iter().map(String::as_str));
     let jwks_text = ok(&kest(&jwks_args), "jwks");
@@ -142,25 +160,74 @@ fn our_passports() -> Ours {
     append(d, "ingest.jwk", "fan_out.json", &["--operation", "root", "--source-type", "verified_rag"]);
     let root = hash_of(d, "fan_out.json", 0);
     append(d, "agent.jwk", "fan_out.json", &["--operation", "left", "--parent", &root]);
-    append(d, "tool.jwk", "fan_out.json", &["--operation", "right", "--parent", &root, "--source-type", "third_party_api"]);
+    append(
+        d,
+        "tool.jwk",
+        "fan_out.json",
+        &["--operation", "right", "--parent", &root, "--source-type", "third_party_api"],
+    );
     std::fs::copy(d.join("fan_out.json"), d.join("fan_in.json")).unwrap();
     append(d, "agent.jwk", "fan_in.json", &["--operation", "join"]);
 
-    for (key, op) in [("ingest.jwk", "ingest"), ("agent.jwk", "plan"), ("tool.jwk", "call_tool"), ("agent.jwk", "answer")] {
+    for (key, op) in
+        [("ingest.jwk", "ingest"), ("agent.jwk", "plan"), ("tool.jwk", "call_tool"), ("agent.jwk", "answer")]
+    {
         append(d, key, "multi_principal.json", &["--operation", op, "--source-type", "internal"]);
     }
 
-    append(d, "ingest.jwk", "taints.json", &["--operation", "load", "--source-type", "user_input", "--taint", "unverified", "--taint", "pii"]);
-    append(d, "agent.jwk", "taints.json", &["--operation", "browse", "--source-type", "internet", "--taint", "internet"]);
-    append(d, "tool.jwk", "taints.json", &["--operation", "redact", "--classification", "sanitizer", "--remove-taint", "pii"]);
+    append(
+        d,
+        "ingest.jwk",
+        "taints.json",
+        &["--operation", "load", "--source-type", "user_input", "--taint", "unverified", "--taint", "pii"],
+    );
+    append(
+        d,
+        "agent.jwk",
+        "taints.json",
+        &["--operation", "browse", "--source-type", "internet", "--taint", "internet"],
+    );
+    append(
+        d,
+        "tool.jwk",
+        "taints.json",
+        &["--operation", "redact", "--classification", "sanitizer", "--remove-taint", "pii"],
+    );
 
-    append(d, "tool.jwk", "sanitizer_override.json", &["--operation", "fetch", "--source-type", "internet", "--taint", "unverified"]);
-    append(d, "agent.jwk", "sanitizer_override.json", &["--operation", "scrub", "--classification", "sanitizer", "--remove-taint", "unverified", "--trust-override", "90"]);
+    append(
+        d,
+        "tool.jwk",
+        "sanitizer_override.json",
+        &["--operation", "fetch", "--source-type", "internet", "--taint", "unverified"],
+    );
+    append(
+        d,
+        "agent.jwk",
+        "sanitizer_override.json",
+        &[
+            "--operation",
+            "scrub",
+            "--classification",
+            "sanitizer",
+            "--remove-taint",
+            "unverified",
+            "--trust-override",
+            "90",
+        ],
+    );
 
-    let files = ["single_root", "linear_chain", "fan_out", "fan_in", "multi_principal", "taints", "sanitizer_override"]
-        .iter()
-        .map(|n| d.join(format!("{n}.json")))
-        .collect();
+    let files = [
+        "single_root",
+        "linear_chain",
+        "fan_out",
+        "fan_in",
+        "multi_principal",
+        "taints",
+        "sanitizer_override",
+    ]
+    .iter()
+    .map(|n| d.join(format!("{n}.json")))
+    .collect();
     let jwks = d.join("all.jwks");
     Ours { dir, files, jwks }
 }
@@ -170,14 +237,25 @@ fn our_passports_pass_the_reference_verifier_byte_for_byte() {
     let ours = our_passports();
     // Sanity: shapes are what we meant, and our own strict + semantic verifier agrees.
     let fan_in: Value = serde_json::from_str(&ok(
-        &kest(&["verify", "--semantic", "--format", "json", "--keys", ours.jwks.to_str().unwrap(), ours.files[3].to_str().unwrap()]),
+        &kest(&[
+            "verify",
+            "--semantic",
+            "--format",
+            "json",
+            "--keys",
+            ours.jwks.to_str().unwrap(),
+            ours.files[3].to_str().unwrap(),
+        ]),
         "verify fan_in",
     ))
     .unwrap();
     assert_eq!(fan_in["entries"][3]["parents"].as_array().unwrap().len(), 2, "fan-in joins both branches");
     assert_eq!(fan_in["tips"].as_array().unwrap().len(), 1);
     for f in &ours.files {
-        ok(&kest(&["verify", "--semantic", "--keys", ours.jwks.to_str().unwrap(), f.to_str().unwrap()]), "self-verify");
+        ok(
+            &kest(&["verify", "--semantic", "--keys", ours.jwks.to_str().unwrap(), f.to_str().unwrap()]),
+            "self-verify",
+        );
     }
     let script = repo_root().join("tests/interop/reference_verify.py");
     let mut cmd = Command::new(python());
@@ -252,7 +330,10 @@ fn tampered_reference_passports_are_rejected_with_the_right_kind() {
     t[2].replace_range(sig_start.., &b64url_encode(&sig));
     let (code, report) = verify_kind(&jwks, &t);
     assert_eq!(code, 1);
-    assert!(["bad_signature", "malformed_signature"].contains(&report["error"]["kind"].as_str().unwrap()), "{report}");
+    assert!(
+        ["bad_signature", "malformed_signature"].contains(&report["error"]["kind"].as_str().unwrap()),
+        "{report}"
+    );
 
     let mut t = chain.clone();
     t.swap(1, 2);
@@ -281,7 +362,10 @@ fn tampered_reference_passports_are_rejected_with_the_right_kind() {
     // alg none / mock, and the reference's MockIdentityProvider signature.
     for alg in ["none", "mock", "HS256", "ES256"] {
         let mut t = chain.clone();
-        t[0] = with_header(&t[0], &format!(r#"{{"alg":"{alg}","kid":"spiffe://kest.test/ingest","typ":"JWS"}}"#));
+        t[0] = with_header(
+            &t[0],
+            &format!(r#"{{"alg":"{alg}","kid":"spiffe://kest.test/ingest","typ":"JWS"}}"#),
+        );
         expect_rejected(&jwks, &t, "alg_not_allowed", 0);
     }
     let mut t = chain.clone();

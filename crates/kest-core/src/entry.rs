@@ -79,9 +79,7 @@ impl FromStr for Classification {
             "sanitizer" => Ok(Classification::Sanitizer),
             "critic" => Ok(Classification::Critic),
             "snapshot" => Ok(Classification::Snapshot),
-            other => Err(format!(
-                "`{other}` is not one of system, data, sanitizer, critic, snapshot"
-            )),
+            other => Err(format!("`{other}` is not one of system, data, sanitizer, critic, snapshot")),
         }
     }
 }
@@ -243,9 +241,10 @@ impl KestEntry {
         let metadata = take("metadata")?;
         let input_hash = digest_or_empty("input_hash", take("input_hash")?)?;
         let content_hash = digest_or_empty("content_hash", take("content_hash")?)?;
-        let timestamp_ms = take("timestamp_ms")?
-            .as_u64()
-            .ok_or(FieldError::WrongType { name: "timestamp_ms".into(), expected: "a non-negative integer" })?;
+        let timestamp_ms = take("timestamp_ms")?.as_u64().ok_or(FieldError::WrongType {
+            name: "timestamp_ms".into(),
+            expected: "a non-negative integer",
+        })?;
         Ok(KestEntry {
             schema_version,
             runtime,
@@ -320,7 +319,10 @@ fn string_map(name: &str, value: Value) -> Result<BTreeMap<String, String>, Fiel
 
 fn runtime(value: Value) -> Result<Runtime, FieldError> {
     let mut obj = object("runtime", value)?;
-    let name = string("runtime.name", obj.remove("name").ok_or_else(|| FieldError::Missing("runtime.name".into()))?)?;
+    let name = string(
+        "runtime.name",
+        obj.remove("name").ok_or_else(|| FieldError::Missing("runtime.name".into()))?,
+    )?;
     let version = string(
         "runtime.version",
         obj.remove("version").ok_or_else(|| FieldError::Missing("runtime.version".into()))?,
@@ -330,9 +332,7 @@ fn runtime(value: Value) -> Result<Runtime, FieldError> {
 
 fn trust(value: Value) -> Result<u8, FieldError> {
     let expected = "an integer from 0 to 100";
-    let n = value
-        .as_u64()
-        .ok_or(FieldError::WrongType { name: "trust_score".into(), expected })?;
+    let n = value.as_u64().ok_or(FieldError::WrongType { name: "trust_score".into(), expected })?;
     u8::try_from(n)
         .ok()
         .filter(|n| *n <= 100)
@@ -359,7 +359,9 @@ fn labels(value: Value) -> Result<BTreeMap<String, Value>, FieldError> {
     let labels: BTreeMap<String, Value> = object("labels", value)?.into_iter().collect();
     match labels.get(LABEL_PRINCIPAL) {
         None => Err(FieldError::Missing("labels.principal".into())),
-        Some(Value::String(p)) if p.is_empty() => Err(invalid("labels.principal", "must not be empty".into())),
+        Some(Value::String(p)) if p.is_empty() => {
+            Err(invalid("labels.principal", "must not be empty".into()))
+        }
         Some(Value::String(_)) => Ok(labels),
         Some(_) => Err(FieldError::WrongType { name: "labels.principal".into(), expected: "a string" }),
     }

@@ -281,10 +281,7 @@ impl ErrorKind {
 
     /// Whether the kind comes from the opt-in semantic checks.
     pub fn is_semantic(self) -> bool {
-        matches!(
-            self,
-            ErrorKind::TaintMismatch | ErrorKind::TrustMismatch | ErrorKind::TrustEscalation
-        )
+        matches!(self, ErrorKind::TaintMismatch | ErrorKind::TrustMismatch | ErrorKind::TrustEscalation)
     }
 }
 
@@ -364,9 +361,7 @@ impl PassportError {
     /// The stable kind of this error.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            PassportError::TooLarge { .. } | PassportError::TooManyEntries { .. } => {
-                ErrorKind::LimitExceeded
-            }
+            PassportError::TooLarge { .. } | PassportError::TooManyEntries { .. } => ErrorKind::LimitExceeded,
             PassportError::Malformed(_) => ErrorKind::MalformedPassport,
         }
     }

@@ -1,6 +1,5 @@
 //! JWS compact serialization (RFC 7515) with EdDSA (RFC 8037).
 
-use ed25519_dalek::Signature;
 use serde_json::Value;
 
 use crate::encoding::{b64url_decode, b64url_encode};
@@ -72,14 +71,15 @@ pub struct DecodedJws {
     /// Byte length of `header.payload`, the signing input prefix of the
     /// compact string.
     pub signing_input_len: usize,
-    /// The 64-byte signature.
-    pub signature: Signature,
+    /// The signature bytes (an Ed25519 signature is 64 bytes; the length is
+    /// checked once the key, and so the algorithm, is known).
+    pub signature: Vec<u8>,
 }
 
 /// Splits and decodes a compact JWS: exactly three segments, strict
 /// unpadded base64url, header and payload strict JSON objects (no duplicate
 /// members, bounded nesting), header `alg` a string and `kid` a string when
-/// present, payload bytes in RFC 8785 canonical form, signature 64 bytes.
+/// present, payload bytes in RFC 8785 canonical form.
 pub fn decode_compact(jws: &str, max_depth: usize) -> Result<DecodedJws, EntryError> {
     let mut parts = jws.split('.');
     let (Some(h64), Some(p64), Some(s64), None) = (parts.next(), parts.next(), parts.next(), parts.next())
@@ -100,16 +100,12 @@ pub fn decode_compact(jws: &str, max_depth: usize) -> Result<DecodedJws, EntryEr
     if canonical != payload_bytes {
         return Err(EntryError::NotCanonical);
     }
-    let sig: [u8; 64] = sig_bytes
-        .as_slice()
-        .try_into()
-        .map_err(|_| EntryError::SignatureLength(sig_bytes.len()))?;
     Ok(DecodedJws {
         header,
         payload,
         payload_bytes,
         signing_input_len: h64.len() + 1 + p64.len(),
-        signature: Signature::from_bytes(&sig),
+        signature: sig_bytes,
     })
 }
 

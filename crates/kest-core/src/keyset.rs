@@ -27,7 +27,8 @@ impl PublicKey {
     }
 
     /// An Ed25519 key from its 32-byte encoding, refusing non-canonical
-    /// encodings and weak (small-order) keys.
+    /// encodings, weak (small-order) keys and keys outside the prime-order
+    /// subgroup.
     pub fn ed25519_from_bytes(bytes: &[u8]) -> Result<PublicKey, KeySetError> {
         let raw: [u8; 32] = bytes.try_into().map_err(|_| KeySetError::BadKey {
             kid: None,
@@ -42,6 +43,12 @@ impl PublicKey {
         }
         if key.is_weak() {
             return Err(KeySetError::BadKey { kid: None, reason: "weak (small-order) key".into() });
+        }
+        // An honest key is a multiple of the base point. A torsion component
+        // lets its holder make signatures whose validity depends on the
+        // verification equation (cofactored, cofactorless, batched).
+        if !key.to_edwards().is_torsion_free() {
+            return Err(KeySetError::BadKey { kid: None, reason: "key has a small-order component".into() });
         }
         Ok(PublicKey::Ed25519(key))
     }

@@ -56,9 +56,9 @@ pub use error::{EntryError, ErrorKind, FieldError, PassportError, Segment, Verif
 pub use hash::EntryHash;
 pub use keyset::{KeySet, KeySetError, PublicKey};
 pub use passport::{
-    prepare_entry, sign_entry, AppendError, DraftError, Entry, EntryDraft, Limits, Parents, Passport, RecordError, SignedEntry,
-    UnverifiedPassport,
+    AppendError, DraftError, Entry, EntryDraft, Limits, Parents, Passport, RecordError, SignedEntry,
+    UnverifiedPassport, prepare_entry, sign_entry,
 };
 pub use signer::{Ed25519Signer, SignError, Signer};
-pub use trust::{OriginMap, OriginError, TrustEvaluator, TrustRules, WeakestLink, WeightedTrust};
+pub use trust::{OriginError, OriginMap, TrustEvaluator, TrustRules, WeakestLink, WeightedTrust};
 pub use verify::Verifier;

@@ -8,14 +8,14 @@ use serde_json::Value;
 
 use crate::encoding::b64url_encode;
 use crate::entry::{
-    Classification, KestEntry, PolicyContext, Runtime, LABEL_PRINCIPAL, LABEL_SOURCE_TYPE,
-    LABEL_TRUST_EVALUATOR, LABEL_TRUST_OVERRIDE, ROOT_PARENT, SCHEMA_VERSION,
+    Classification, KestEntry, LABEL_PRINCIPAL, LABEL_SOURCE_TYPE, LABEL_TRUST_EVALUATOR,
+    LABEL_TRUST_OVERRIDE, PolicyContext, ROOT_PARENT, Runtime, SCHEMA_VERSION,
 };
 use crate::error::PassportError;
 use crate::hash::EntryHash;
-use crate::jws::{header_json, signing_input, JwsHeader};
+use crate::jws::{JwsHeader, header_json, signing_input};
 use crate::signer::{SignError, Signer};
-use crate::trust::{accumulate_taints, TrustRules, MISSING_ROOT_ORIGIN_SCORE, MISSING_SELF_SCORE};
+use crate::trust::{MISSING_ROOT_ORIGIN_SCORE, MISSING_SELF_SCORE, TrustRules, accumulate_taints};
 
 /// Size and shape limits applied before and during verification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,7 +219,8 @@ impl EntryDraft {
     }
 }
 
-const RESERVED_LABELS: [&str; 4] = [LABEL_PRINCIPAL, LABEL_SOURCE_TYPE, LABEL_TRUST_EVALUATOR, LABEL_TRUST_OVERRIDE];
+const RESERVED_LABELS: [&str; 4] =
+    [LABEL_PRINCIPAL, LABEL_SOURCE_TYPE, LABEL_TRUST_EVALUATOR, LABEL_TRUST_OVERRIDE];
 
 /// Parses a serialized passport without verifying anything but its shape
 /// (a JSON array of strings within the limits). It can be inspected and
@@ -368,9 +369,7 @@ impl Passport {
 
     /// The parents of an entry (empty for a root or an unknown hash).
     pub fn parents_of(&self, hash: &EntryHash) -> Vec<&Arc<Entry>> {
-        self.get(hash)
-            .map(|e| e.parents.iter().filter_map(|p| self.get(p)).collect())
-            .unwrap_or_default()
+        self.get(hash).map(|e| e.parents.iter().filter_map(|p| self.get(p)).collect()).unwrap_or_default()
     }
 
     /// The children of an entry.
@@ -437,7 +436,12 @@ impl Passport {
 
     /// Computes the payload of the next entry from a draft: parents, trust
     /// (SPEC §4), accumulated taints, labels, a UUID v7 and the timestamp.
-    pub fn prepare(&self, draft: &EntryDraft, principal: &str, rules: &TrustRules) -> Result<KestEntry, DraftError> {
+    pub fn prepare(
+        &self,
+        draft: &EntryDraft,
+        principal: &str,
+        rules: &TrustRules,
+    ) -> Result<KestEntry, DraftError> {
         if draft.operation.is_empty() {
             return Err(DraftError::EmptyOperation);
         }
@@ -465,7 +469,12 @@ impl Passport {
     }
     /// Prepares, signs and appends one entry: the only way to extend a
     /// passport with a new step.
-    pub fn record(&mut self, draft: &EntryDraft, signer: &dyn Signer, rules: &TrustRules) -> Result<EntryHash, RecordError> {
+    pub fn record(
+        &mut self,
+        draft: &EntryDraft,
+        signer: &dyn Signer,
+        rules: &TrustRules,
+    ) -> Result<EntryHash, RecordError> {
         let entry = self.prepare(draft, signer.principal(), rules)?;
         let signed = sign_entry(entry, signer)?;
         Ok(self.append(signed)?)
@@ -502,7 +511,9 @@ pub fn prepare_entry(
         (None, false) => None,
     };
     let origin_score = match origin {
-        Some(name) => Some(rules.origins.score(name).ok_or_else(|| DraftError::UnknownOrigin(name.to_owned()))?),
+        Some(name) => {
+            Some(rules.origins.score(name).ok_or_else(|| DraftError::UnknownOrigin(name.to_owned()))?)
+        }
         None => None,
     };
     let computed = if is_root {

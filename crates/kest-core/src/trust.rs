@@ -168,7 +168,11 @@ pub struct TrustRules {
 
 impl Default for TrustRules {
     fn default() -> Self {
-        TrustRules { origins: OriginMap::default(), evaluator: Arc::new(WeakestLink), default_root_origin: None }
+        TrustRules {
+            origins: OriginMap::default(),
+            evaluator: Arc::new(WeakestLink),
+            default_root_origin: None,
+        }
     }
 }
 

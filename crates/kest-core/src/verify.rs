@@ -7,24 +7,31 @@ use curve25519_dalek::edwards::CompressedEdwardsY;
 use curve25519_dalek::scalar::Scalar;
 use ed25519_dalek::{Signature, VerifyingKey};
 
-use crate::entry::{Classification, KestEntry, LABEL_SOURCE_TYPE, LABEL_TRUST_EVALUATOR, LABEL_TRUST_OVERRIDE, ROOT_PARENT};
+use crate::entry::{
+    Classification, KestEntry, LABEL_SOURCE_TYPE, LABEL_TRUST_EVALUATOR, LABEL_TRUST_OVERRIDE, ROOT_PARENT,
+};
 use crate::error::{EntryError, Segment, VerifyError};
 use crate::hash::EntryHash;
 use crate::jws::decode_compact;
 use crate::keyset::{KeySet, PublicKey};
 use crate::passport::{Entry, Limits, Passport, UnverifiedPassport};
-use crate::trust::{accumulate_taints, OriginMap, TrustEvaluator, WeakestLink, MISSING_ROOT_ORIGIN_SCORE, MISSING_SELF_SCORE, WEAKEST_LINK};
+use crate::trust::{
+    MISSING_ROOT_ORIGIN_SCORE, MISSING_SELF_SCORE, OriginMap, TrustEvaluator, WEAKEST_LINK, WeakestLink,
+    accumulate_taints,
+};
 
 /// Verifies passports against a key set.
 ///
 /// Every entry is decoded once, its structure, algorithm, `kid`, signer
-/// and links are checked in order, and all signatures are then checked with
-/// Ed25519 batch verification after strict per-signature pre-checks (weak
-/// keys are refused when the key set is built; non-canonical `s`,
-/// non-canonical or small-order `R` are refused here). A failed batch is
-/// re-checked one signature at a time with `verify_strict` to name the
-/// entry. The error reported is always the one a one-by-one verifier would
-/// report first. There is no mode that skips a signature.
+/// and links are checked in order, and the signatures of all entries before
+/// the first refusal are then checked with `verify_strict` after
+/// per-signature pre-checks that name the defect (weak and mixed-order keys
+/// are refused when the key set is built; non-canonical `s`, non-canonical
+/// or small-order `R` are refused here). Signatures are not batch-verified:
+/// batching cannot keep the strict semantics cheaply (see
+/// `first_bad_signature`). The error reported is always the one a
+/// one-by-one verifier would report first. There is no mode that skips a
+/// signature.
 ///
 /// ```
 /// use kest_core::{Ed25519Signer, EntryDraft, ErrorKind, KeySet, Passport, Signer, TrustRules, Verifier};
@@ -45,7 +52,11 @@ pub struct Verifier {
     origins: OriginMap,
 }
 
-/// A signature waiting for the batch check.
+/// From this many signatures on, strict verification is spread over the
+/// available cores.
+const PARALLEL_THRESHOLD: usize = 32;
+
+/// A signature waiting for the strict check.
 struct PendingSignature<'a> {
     index: usize,
     message: &'a [u8],
@@ -175,7 +186,13 @@ impl Verifier {
             }
         }
         let PublicKey::Ed25519(vk) = key;
-        precheck_signature(&decoded.signature, &principal)?;
+        let raw: [u8; 64] = decoded
+            .signature
+            .as_slice()
+            .try_into()
+            .map_err(|_| EntryError::SignatureLength(decoded.signature.len()))?;
+        let signature = Signature::from_bytes(&raw);
+        precheck_signature(&signature, &principal)?;
 
         // Linkage.
         if let Some(&first) = first_position.get(&hash) {
@@ -192,7 +209,7 @@ impl Verifier {
         let sig = PendingSignature {
             index,
             message: &jws.as_bytes()[..decoded.signing_input_len],
-            signature: decoded.signature,
+            signature,
             key: *vk,
             principal: entry.principal().to_owned(),
         };
@@ -220,7 +237,9 @@ impl Verifier {
             }
             match first_position.get(&hash) {
                 Some(&at) if at < index => {}
-                Some(&at) => return Err(EntryError::ParentOutOfOrder { parent: id.clone(), parent_index: at }),
+                Some(&at) => {
+                    return Err(EntryError::ParentOutOfOrder { parent: id.clone(), parent_index: at });
+                }
                 None => return Err(EntryError::DanglingParent(id.clone())),
             }
             parents.push(hash);
@@ -249,8 +268,7 @@ impl Verifier {
         if let Some(raw) = payload.labels.get(LABEL_TRUST_OVERRIDE) {
             let declared = raw
                 .as_str()
-                .and_then(|s| s.parse::<u8>().ok())
-                .filter(|v| *v <= 100)
+                .and_then(|s| s.parse::<u8>().ok().filter(|v| *v <= 100 && v.to_string() == s))
                 .ok_or_else(|| EntryError::Field {
                     segment: Segment::Payload,
                     source: crate::error::FieldError::Invalid {
@@ -272,7 +290,8 @@ impl Verifier {
             return if entry.is_root() {
                 expect(score, origin_score.unwrap_or(MISSING_ROOT_ORIGIN_SCORE), "the origin map at a root")
             } else {
-                let expected = WeakestLink.calculate(origin_score.unwrap_or(MISSING_SELF_SCORE), &parent_scores);
+                let expected =
+                    WeakestLink.calculate(origin_score.unwrap_or(MISSING_SELF_SCORE), &parent_scores);
                 expect(score, expected, "weakest-link propagation")
             };
         }
@@ -289,9 +308,9 @@ fn expect(found: u8, expected: u8, rule: &'static str) -> Result<(), EntryError>
     if found == expected { Ok(()) } else { Err(EntryError::TrustMismatch { expected, found, rule }) }
 }
 
-/// Refuses signature encodings that batch verification would treat more
-/// leniently than `verify_strict`: a non-reduced `s`, and an `R` that is not
-/// a canonical encoding of a point or is of small order.
+/// Refuses, with a precise reason, signature encodings that
+/// `verify_strict` would also refuse: a non-reduced `s`, and an `R` that is
+/// not a canonical encoding of a point or is of small order.
 fn precheck_signature(signature: &Signature, principal: &str) -> Result<(), EntryError> {
     let malformed = |reason| EntryError::MalformedSignature { principal: principal.to_owned(), reason };
     if Option::<Scalar>::from(Scalar::from_canonical_bytes(*signature.s_bytes())).is_none() {
@@ -308,24 +327,39 @@ fn precheck_signature(signature: &Signature, principal: &str) -> Result<(), Entr
     Ok(())
 }
 
-/// Batch-verifies the pending signatures; on failure re-checks them one by
-/// one (strictly) and returns the first bad one.
+/// Verifies the pending signatures one by one with `verify_strict`
+/// (cofactorless, no small-order `R` or key) and returns the first bad one.
+///
+/// Not `ed25519_dalek::verify_batch`: its random-weight equation is
+/// cofactorless, so a signature whose defect `R - sB + hA` is a torsion
+/// point (a torsion component in `R`, which the signer can choose) drops out
+/// of the sum whenever the torsion order divides its weight — half the time
+/// for order 2, and the weights are derived from the passport, so they can
+/// be ground. Batching would then accept entries `verify_strict` refuses,
+/// and whether an entry verifies would depend on its neighbours. Ruling
+/// that out needs a prime-order-subgroup check of every `R`, which costs
+/// more than the batch saves (tests/batch_strictness.rs).
 fn first_bad_signature(pending: &[PendingSignature<'_>]) -> Option<VerifyError> {
-    if pending.is_empty() {
-        return None;
-    }
-    let messages: Vec<&[u8]> = pending.iter().map(|p| p.message).collect();
-    let signatures: Vec<Signature> = pending.iter().map(|p| p.signature).collect();
-    let keys: Vec<VerifyingKey> = pending.iter().map(|p| p.key).collect();
-    if ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok() {
-        return None;
-    }
-    // The batch failed, so at least one signature is bad. Should every
-    // strict re-check pass (it cannot for a sound batch), still refuse:
-    // blame the last entry of the batch rather than accept.
-    let bad = pending
-        .iter()
-        .find(|p| p.key.verify_strict(p.message, &p.signature).is_err())
-        .or(pending.last())?;
-    Some(VerifyError::Entry { index: bad.index, source: EntryError::BadSignature(bad.principal.clone()) })
+    let bad = |p: &PendingSignature<'_>| p.key.verify_strict(p.message, &p.signature).is_err();
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get).min(8);
+    let first = if threads < 2 || pending.len() < PARALLEL_THRESHOLD {
+        pending.iter().find(|p| bad(p))
+    } else {
+        // Strict verification is independent per entry: split the work over
+        // the cores and keep the lowest failing index, as one-by-one would.
+        let chunk = pending.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let workers: Vec<_> =
+                pending.chunks(chunk).map(|part| scope.spawn(move || part.iter().find(|p| bad(p)))).collect();
+            // A worker cannot panic (verify_strict does not), but if one did
+            // its chunk would be unverified: treat that chunk's first entry
+            // as bad rather than accept.
+            workers
+                .into_iter()
+                .zip(pending.chunks(chunk))
+                .find_map(|(w, part)| w.join().unwrap_or_else(|_| part.first()))
+        })
+    };
+    first
+        .map(|p| VerifyError::Entry { index: p.index, source: EntryError::BadSignature(p.principal.clone()) })
 }

@@ -97,7 +97,9 @@ fn string_list(expr: &Expr, key: &str) -> syn::Result<Vec<String>> {
     match expr {
         Expr::Array(ExprArray { elems, .. }) => elems.iter().map(|e| string_lit(e, key)).collect(),
         Expr::Lit(ExprLit { lit: Lit::Str(s), .. }) => Ok(vec![s.value()]),
-        other => Err(err(other.span(), format!("`{key}` takes a string or a list of strings: [\"a\", \"b\"]"))),
+        other => {
+            Err(err(other.span(), format!("`{key}` takes a string or a list of strings: [\"a\", \"b\"]")))
+        }
     }
 }
 
@@ -109,7 +111,10 @@ fn parse_args(tokens: TokenStream2) -> syn::Result<Args> {
         let path = meta.path();
         let key = path.get_ident().map(|i| i.to_string()).unwrap_or_default();
         if !KEYS.contains(&key.as_str()) {
-            return Err(err(path.span(), format!("unknown kest::verified argument `{key}`; expected one of: {}", KEYS.join(", "))));
+            return Err(err(
+                path.span(),
+                format!("unknown kest::verified argument `{key}`; expected one of: {}", KEYS.join(", ")),
+            ));
         }
         if seen.contains(&key) {
             return Err(err(path.span(), format!("`{key}` is given twice")));
@@ -136,7 +141,9 @@ fn parse_args(tokens: TokenStream2) -> syn::Result<Args> {
                     "trust_override" => {
                         let n = match v {
                             Expr::Lit(ExprLit { lit: Lit::Int(i), .. }) => i.base10_parse::<i64>()?,
-                            other => return Err(err(other.span(), "`trust_override` takes an integer 0..=100")),
+                            other => {
+                                return Err(err(other.span(), "`trust_override` takes an integer 0..=100"));
+                            }
                         };
                         if !(0..=100).contains(&n) {
                             return Err(err(v.span(), format!("trust_override {n} is outside 0..=100")));
@@ -146,12 +153,17 @@ fn parse_args(tokens: TokenStream2) -> syn::Result<Args> {
                     "classification" => {
                         let c = string_lit(v, "classification")?;
                         if !CLASSIFICATIONS.contains(&c.as_str()) {
-                            return Err(err(v.span(), format!("classification `{c}` is not one of {}", CLASSIFICATIONS.join(", "))));
+                            return Err(err(
+                                v.span(),
+                                format!("classification `{c}` is not one of {}", CLASSIFICATIONS.join(", ")),
+                            ));
                         }
                         args.classification = Some(c);
                     }
                     "user" | "agent" | "task" | "resource_id" => args.resolvers.push((key, v.clone())),
-                    "engine" | "identity" | "trust_evaluator" | "runtime" => args.overrides.push((key, v.clone())),
+                    "engine" | "identity" | "trust_evaluator" | "runtime" => {
+                        args.overrides.push((key, v.clone()))
+                    }
                     "resource_attr" => args.resource_attr = Some(v.clone()),
                     "metadata" => args.metadata = Some(v.clone()),
                     "hash_inputs" | "hash_output" => {
@@ -163,14 +175,27 @@ fn parse_args(tokens: TokenStream2) -> syn::Result<Args> {
         }
     }
     match args.policy_span {
-        None => return Err(err(Span::call_site(), "kest::verified needs `policy = \"name\"` or `policy = [\"a\", \"b\"]`")),
-        Some(span) if args.policies.is_empty() => {
-            return Err(err(span, "the policy list is empty: an empty list never allows, name at least one policy"));
+        None => {
+            return Err(err(
+                Span::call_site(),
+                "kest::verified needs `policy = \"name\"` or `policy = [\"a\", \"b\"]`",
+            ));
         }
-        Some(span) if args.policies.iter().any(String::is_empty) => return Err(err(span, "a policy name is empty")),
+        Some(span) if args.policies.is_empty() => {
+            return Err(err(
+                span,
+                "the policy list is empty: an empty list never allows, name at least one policy",
+            ));
+        }
+        Some(span) if args.policies.iter().any(String::is_empty) => {
+            return Err(err(span, "a policy name is empty"));
+        }
         _ => {}
     }
-    if !args.removed.is_empty() && args.trust_override.is_none() && args.classification.as_deref() != Some("sanitizer") {
+    if !args.removed.is_empty()
+        && args.trust_override.is_none()
+        && args.classification.as_deref() != Some("sanitizer")
+    {
         return Err(err(
             Span::call_site(),
             "removed_taints needs `trust_override = N` or `classification = \"sanitizer\"`",
@@ -214,7 +239,10 @@ fn resolver(expr: &Expr, args: &[(syn::Ident, Type)]) -> syn::Result<TokenStream
                 other => return Err(err(other.span(), "resolver parameters must be argument names")),
             };
             let Some((_, ty)) = args.iter().find(|(name, _)| *name == ident) else {
-                return Err(err(ident.span(), format!("resolver parameter `{ident}` is not an argument of the function")));
+                return Err(err(
+                    ident.span(),
+                    format!("resolver parameter `{ident}` is not an argument of the function"),
+                ));
             };
             if !typed {
                 let pat = std::mem::replace(input, Pat::Verbatim(TokenStream2::new()));

@@ -30,15 +30,15 @@
 //! ```
 
 use std::future::Future;
-use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use kest_core::entry::{LABEL_IDENTITY, LABEL_RESOURCE_ATTR, LABEL_TRACE_ID};
 use kest_core::{
-    prepare_entry, sign_entry, Classification, Deviation, Entry, EntryDraft, EntryHash, KestEntry, Parents,
-    TrustEvaluator, TrustRules,
+    Classification, Deviation, Entry, EntryDraft, EntryHash, KestEntry, Parents, TrustEvaluator, TrustRules,
+    prepare_entry, sign_entry,
 };
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -46,11 +46,11 @@ use serde_json::{Map, Value};
 use crate::error::{HookError, KestError};
 use crate::identity::IdentityProvider;
 use crate::lineage::{FlowIdentity, Lineage};
-use crate::policy::cache::{context_digest, DecisionKey};
+use crate::policy::cache::{DecisionKey, context_digest};
 use crate::policy::{
     Decision, Environment, EvaluationContext, Object, PolicyEngine, PolicyError, PolicyInput, Subject, Tier,
 };
-use crate::runtime::{global, ConfigError, Kest};
+use crate::runtime::{ConfigError, Kest, global};
 use crate::telemetry::HookSpan;
 
 /// The taint added to the entry of an operation that failed.
@@ -175,12 +175,18 @@ impl VerifiedBuilder {
             return invalid("operation name must not be empty".into());
         }
         if s.policies.is_empty() {
-            return invalid(format!("`{}`: the policy list is empty (an empty list never allows)", s.operation));
+            return invalid(format!(
+                "`{}`: the policy list is empty (an empty list never allows)",
+                s.operation
+            ));
         }
         if s.policies.iter().any(String::is_empty) {
             return invalid(format!("`{}`: a policy name is empty", s.operation));
         }
-        if !s.removed_taints.is_empty() && s.trust_override.is_none() && s.classification != Classification::Sanitizer {
+        if !s.removed_taints.is_empty()
+            && s.trust_override.is_none()
+            && s.classification != Classification::Sanitizer
+        {
             return invalid(format!(
                 "`{}`: removed_taints needs trust_override or classification = sanitizer",
                 s.operation
@@ -264,7 +270,12 @@ impl CallContext {
         self
     }
     /// Optional user values: `None` leaves the flow's value.
-    pub fn identity_values(mut self, user: Option<String>, agent: Option<String>, task: Option<String>) -> Self {
+    pub fn identity_values(
+        mut self,
+        user: Option<String>,
+        agent: Option<String>,
+        task: Option<String>,
+    ) -> Self {
         self.user = user.or(self.user);
         self.agent = agent.or(self.agent);
         self.task = task.or(self.task);
@@ -398,7 +409,8 @@ impl Verified {
             (None, Some(rt)) => rt,
             (None, None) => default_runtime()?,
         };
-        let identity = call.identity.clone().or_else(|| runtime.identity.clone()).ok_or(KestError::NoIdentity)?;
+        let identity =
+            call.identity.clone().or_else(|| runtime.identity.clone()).ok_or(KestError::NoIdentity)?;
         let engine = call.engine.clone().or_else(|| runtime.engine.clone()).ok_or(KestError::NoEngine)?;
 
         // 2. ambient lineage (a call outside any flow is a root of its own).
@@ -427,11 +439,15 @@ impl Verified {
         let mut applied: Vec<Deviation> = Vec::new();
         let mut evaluated: [Vec<String>; 4] = Default::default();
         for (slot, tier) in Tier::ALL.into_iter().enumerate() {
-            let names: &[String] = if tier == Tier::Function { &self.policies } else { runtime.tier_policies(tier) };
+            let names: &[String] =
+                if tier == Tier::Function { &self.policies } else { runtime.tier_policies(tier) };
             let mut run = Vec::with_capacity(names.len());
             let mut skipped = Vec::new();
             for name in names {
-                match deviations.iter().find(|d| d.policy == *name && d.tier.parse::<Tier>().ok() == Some(tier)) {
+                match deviations
+                    .iter()
+                    .find(|d| d.policy == *name && d.tier.parse::<Tier>().ok() == Some(tier))
+                {
                     Some(d) => {
                         skipped.push(name.clone());
                         applied.push(Deviation {
@@ -715,13 +731,21 @@ impl Verified {
     }
 
     /// Async twin of [`Verified::call_hashed`].
-    pub async fn call_async_hashed<T: Serialize, E, F>(&self, call: CallContext, future: F) -> Result<T, HookError<E>>
+    pub async fn call_async_hashed<T: Serialize, E, F>(
+        &self,
+        call: CallContext,
+        future: F,
+    ) -> Result<T, HookError<E>>
     where
         F: Future<Output = Result<T, E>>,
     {
         let on = self.hash_output;
-        self.call_async_inner(call, future, move |v| if on { hash_json(v, "output") } else { Ok(String::new()) })
-            .await
+        self.call_async_inner(
+            call,
+            future,
+            move |v| if on { hash_json(v, "output") } else { Ok(String::new()) },
+        )
+        .await
     }
 
     async fn call_async_inner<T, E, F>(

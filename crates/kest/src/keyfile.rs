@@ -89,8 +89,8 @@ pub fn load_signer(path: &Path, principal: Option<&str>) -> Result<Ed25519Signer
         })?;
         return Ok(Ed25519Signer::from_signing_key(principal, key));
     }
-    let mut jwk: Value =
-        serde_json::from_str(&text).map_err(|_| format_err(path, "neither a PEM private key nor a JSON JWK"))?;
+    let mut jwk: Value = serde_json::from_str(&text)
+        .map_err(|_| format_err(path, "neither a PEM private key nor a JSON JWK"))?;
     let kid = jwk.get("kid").and_then(Value::as_str).map(str::to_owned);
     let Some(Value::String(mut d)) = jwk.as_object_mut().and_then(|o| o.remove("d")) else {
         return Err(format_err(path, "JWK has no private member `d` (is this a public key?)"));
@@ -98,7 +98,8 @@ pub fn load_signer(path: &Path, principal: Option<&str>) -> Result<Ed25519Signer
     let decoded = b64url_decode(&d).map(Zeroizing::new);
     d.zeroize();
     let decoded = decoded.map_err(|_| format_err(path, "`d` is not unpadded base64url"))?;
-    let mut seed: [u8; 32] = decoded.as_slice().try_into().map_err(|_| format_err(path, "`d` must be 32 bytes"))?;
+    let mut seed: [u8; 32] =
+        decoded.as_slice().try_into().map_err(|_| format_err(path, "`d` must be 32 bytes"))?;
     // The public half must be present and consistent with `d`.
     let (file_kid, public) = parse_jwk(&with_kid(jwk, kid.as_deref().or(principal)))
         .map_err(|source| KeyFileError::KeySet { path: path.to_owned(), source })?;
@@ -164,8 +165,8 @@ pub fn write_private_key(
 /// JWK (only its public half is kept).
 pub fn load_public_keys(path: &Path) -> Result<KeySet, KeyFileError> {
     let text = read_secret(path)?;
-    let mut doc: Value = serde_json::from_str(&text)
-        .map_err(|_| format_err(path, "not JSON (expected a JWKS or a JWK)"))?;
+    let mut doc: Value =
+        serde_json::from_str(&text).map_err(|_| format_err(path, "not JSON (expected a JWKS or a JWK)"))?;
     let keyset_err = |source| KeyFileError::KeySet { path: path.to_owned(), source };
     if doc.get("keys").is_some() {
         return KeySet::from_jwks_json(&text).map_err(keyset_err);

@@ -20,8 +20,8 @@ pub mod telemetry;
 
 pub use error::{HookError, KestError};
 pub use hook::{CallContext, Verified};
-pub use lineage::{current_agent, current_jwt, current_passport, current_task, current_user, Lineage};
-pub use runtime::{configure, global, Kest, KestBuilder};
+pub use lineage::{Lineage, current_agent, current_jwt, current_passport, current_task, current_user};
+pub use runtime::{Kest, KestBuilder, configure, global};
 
 /// Puts a function under the verification hook: policies before it runs, a
 /// signed entry after. See [`kest_macros::verified`] for the arguments.

@@ -104,7 +104,9 @@ impl Lineage {
     /// The next entry attaches to the passport's tips.
     pub fn from_passport(passport: Passport) -> Lineage {
         let tips = passport.tips().to_vec();
-        Lineage { state: Arc::new(Mutex::new(FlowState { passport, tips, identity: FlowIdentity::default() })) }
+        Lineage {
+            state: Arc::new(Mutex::new(FlowState { passport, tips, identity: FlowIdentity::default() })),
+        }
     }
 
     /// Sets the flow's identity baggage.

@@ -14,7 +14,7 @@ use kest_core::{OriginMap, TrustEvaluator, TrustRules, WeakestLink};
 use serde::Deserialize;
 
 use crate::identity::IdentityProvider;
-use crate::policy::cache::{parse_ttl, TTL_ENV};
+use crate::policy::cache::{TTL_ENV, parse_ttl};
 use crate::policy::{DecisionCache, PolicyEngine, Tier};
 
 /// A configuration problem (raised when building, never at call time).
@@ -245,13 +245,12 @@ impl KestBuilder {
         }
         if let Some(v) = var("KEST_ORIGINS") {
             for spec in list(v) {
-                let (name, score) = spec
-                    .split_once('=')
-                    .ok_or_else(|| ConfigError::Invalid(format!("KEST_ORIGINS: `{spec}` is not name=score")))?;
-                let score = score
-                    .trim()
-                    .parse()
-                    .map_err(|_| ConfigError::Invalid(format!("KEST_ORIGINS: `{spec}` score is not an integer")))?;
+                let (name, score) = spec.split_once('=').ok_or_else(|| {
+                    ConfigError::Invalid(format!("KEST_ORIGINS: `{spec}` is not name=score"))
+                })?;
+                let score = score.trim().parse().map_err(|_| {
+                    ConfigError::Invalid(format!("KEST_ORIGINS: `{spec}` score is not an integer"))
+                })?;
                 self.origins.push((name.trim().to_owned(), score));
             }
         }
@@ -299,10 +298,10 @@ impl KestBuilder {
         }
         if let Some(c) = file.cache {
             if let Some(ttl) = c.ttl_seconds {
-                self.cache_ttl = Some(
-                    Duration::try_from_secs_f64(ttl)
-                        .map_err(|_| ConfigError::Invalid(format!("cache.ttl_seconds {ttl} is not valid")))?,
-                );
+                self.cache_ttl =
+                    Some(Duration::try_from_secs_f64(ttl).map_err(|_| {
+                        ConfigError::Invalid(format!("cache.ttl_seconds {ttl} is not valid"))
+                    })?);
             }
             if let Some(cap) = c.capacity {
                 self.cache_capacity = Some(cap);
@@ -326,13 +325,18 @@ impl KestBuilder {
             }
         }
         for d in &self.deviations {
-            d.tier.parse::<Tier>().map_err(|e| ConfigError::Invalid(format!("deviation for `{}`: {e}", d.policy)))?;
+            d.tier
+                .parse::<Tier>()
+                .map_err(|e| ConfigError::Invalid(format!("deviation for `{}`: {e}", d.policy)))?;
             if d.scope.is_empty() || d.policy.is_empty() {
                 return Err(ConfigError::Invalid("a deviation needs a scope and a policy".into()));
             }
         }
-        for (tier, list) in [("enterprise", &self.enterprise), ("platform", &self.platform), ("application", &self.application)]
-        {
+        for (tier, list) in [
+            ("enterprise", &self.enterprise),
+            ("platform", &self.platform),
+            ("application", &self.application),
+        ] {
             if list.iter().any(String::is_empty) {
                 return Err(ConfigError::Invalid(format!("{tier} policy names must not be empty")));
             }

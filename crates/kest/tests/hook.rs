@@ -1,8 +1,8 @@
 //! The verification hook end to end: SPEC §13.3 test cases (TC-…), tiers,
 //! deviations, failures, async, concurrency and the decision cache.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use kest::hook::FAILED_EXECUTION;
@@ -117,7 +117,12 @@ fn tc06_taint_accumulation() {
         ok_call(&kest, &hook("load").added_taint("b").added_taint("a").build().unwrap()).unwrap();
         ok_call(
             &kest,
-            &hook("clean").added_taint("c").removed_taint("b").classification(kest_core::Classification::Sanitizer).build().unwrap(),
+            &hook("clean")
+                .added_taint("c")
+                .removed_taint("b")
+                .classification(kest_core::Classification::Sanitizer)
+                .build()
+                .unwrap(),
         )
         .unwrap();
     });
@@ -151,8 +156,9 @@ fn tc07_denial_halts_execution() {
 
 #[test]
 fn tc08_policies_are_anded() {
-    let (kest, _) =
-        runtime(MockPolicyEngine::strict().with("allow_all", Decision::Allow).with("deny_all", Decision::Deny));
+    let (kest, _) = runtime(
+        MockPolicyEngine::strict().with("allow_all", Decision::Allow).with("deny_all", Decision::Deny),
+    );
     let ran = AtomicUsize::new(0);
     let h = Verified::builder("op").policies(["allow_all", "deny_all"]).build().unwrap();
     let r = h.call(CallContext::new().runtime(&kest), || {
@@ -177,7 +183,10 @@ fn tc12_context_accessors_fall_back_to_baggage() {
     let (kest, engine) = runtime(MockPolicyEngine::allow_all());
     let flow = Lineage::new().with_user("alice");
     let seen = flow.enter(|| {
-        hook("who").build().unwrap().call(CallContext::new().runtime(&kest), || Ok::<_, std::io::Error>(kest::current_user()))
+        hook("who")
+            .build()
+            .unwrap()
+            .call(CallContext::new().runtime(&kest), || Ok::<_, std::io::Error>(kest::current_user()))
     });
     assert_eq!(seen.unwrap(), Some("alice".to_string()));
     assert_eq!(engine.calls()[0].1["subject"]["user"], "alice");
@@ -190,11 +199,13 @@ fn tc12_context_accessors_fall_back_to_baggage() {
 fn no_identity_or_engine_is_an_error_not_a_default() {
     kest::runtime::reset_global();
     let kest = Arc::new(Kest::builder().engine(Arc::new(MockPolicyEngine::allow_all())).build().unwrap());
-    let r = hook("x").build().unwrap().call(CallContext::new().runtime(&kest), || Ok::<_, std::io::Error>(()));
+    let r =
+        hook("x").build().unwrap().call(CallContext::new().runtime(&kest), || Ok::<_, std::io::Error>(()));
     assert!(matches!(r, Err(HookError::Kest(KestError::NoIdentity))));
     assert_eq!(KestError::NoIdentity.to_string(), "no IdentityProvider configured");
     let kest = Arc::new(Kest::builder().identity(identity()).build().unwrap());
-    let r = hook("x").build().unwrap().call(CallContext::new().runtime(&kest), || Ok::<_, std::io::Error>(()));
+    let r =
+        hook("x").build().unwrap().call(CallContext::new().runtime(&kest), || Ok::<_, std::io::Error>(()));
     assert!(matches!(r, Err(HookError::Kest(KestError::NoEngine))));
 }
 
@@ -221,16 +232,22 @@ fn tiered_runtime(engine: MockPolicyEngine, deviations: Vec<DeviationRule>) -> A
 
 #[test]
 fn every_tier_can_deny_and_none_runs_the_function() {
-    for (denier, tier) in
-        [("ent", Tier::Enterprise), ("plat", Tier::Platform), ("app", Tier::Application), ("fun", Tier::Function)]
-    {
+    for (denier, tier) in [
+        ("ent", Tier::Enterprise),
+        ("plat", Tier::Platform),
+        ("app", Tier::Application),
+        ("fun", Tier::Function),
+    ] {
         let engine = MockPolicyEngine::allow_all().with(denier, Decision::Deny);
         let kest = tiered_runtime(engine, vec![]);
         let ran = AtomicUsize::new(0);
-        let r = Verified::builder("op").policy("fun").build().unwrap().call(CallContext::new().runtime(&kest), || {
-            ran.fetch_add(1, Ordering::SeqCst);
-            Ok::<_, std::io::Error>(())
-        });
+        let r = Verified::builder("op").policy("fun").build().unwrap().call(
+            CallContext::new().runtime(&kest),
+            || {
+                ran.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, std::io::Error>(())
+            },
+        );
         assert_eq!(ran.load(Ordering::SeqCst), 0, "{tier}");
         let HookError::Kest(k) = r.unwrap_err() else { panic!() };
         assert_eq!(k.policy(), Some((denier, tier)));
@@ -254,8 +271,11 @@ fn tiers_are_evaluated_in_order_and_recorded() {
     flow.enter(|| ok_call(&kest, &Verified::builder("op").policy("fun").build().unwrap())).unwrap();
     let order: Vec<String> = engine.calls().into_iter().map(|(p, _)| p).collect();
     assert_eq!(order, ["ent", "plat", "app", "fun"]);
-    let tiers: Vec<String> =
-        engine.calls().iter().map(|(_, c)| c["environment"]["policy_tier"].as_str().unwrap().to_owned()).collect();
+    let tiers: Vec<String> = engine
+        .calls()
+        .iter()
+        .map(|(_, c)| c["environment"]["policy_tier"].as_str().unwrap().to_owned())
+        .collect();
     assert_eq!(tiers, ["enterprise", "platform", "application", "function"]);
     let p = verify(&flow);
     let pc = &p.entries()[0].payload().policy_context;
@@ -274,10 +294,13 @@ fn engine_errors_deny() {
     ] {
         let (kest, _) = runtime(MockPolicyEngine::allow_all().failing("fun", error));
         let ran = AtomicUsize::new(0);
-        let r = Verified::builder("op").policy("fun").build().unwrap().call(CallContext::new().runtime(&kest), || {
-            ran.fetch_add(1, Ordering::SeqCst);
-            Ok::<_, std::io::Error>(())
-        });
+        let r = Verified::builder("op").policy("fun").build().unwrap().call(
+            CallContext::new().runtime(&kest),
+            || {
+                ran.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, std::io::Error>(())
+            },
+        );
         assert_eq!(ran.load(Ordering::SeqCst), 0);
         assert!(matches!(r, Err(HookError::Kest(KestError::PolicyFailed { .. }))));
     }
@@ -322,9 +345,10 @@ fn failures_and_panics_are_recorded_then_returned() {
     let (kest, _) = runtime(MockPolicyEngine::allow_all());
     let flow = Lineage::new();
     let r = flow.enter(|| {
-        hook("fails").build().unwrap().call(CallContext::new().runtime(&kest), || {
-            Err::<(), _>(std::io::Error::other("disk full"))
-        })
+        hook("fails")
+            .build()
+            .unwrap()
+            .call(CallContext::new().runtime(&kest), || Err::<(), _>(std::io::Error::other("disk full")))
     });
     match r {
         Err(HookError::Operation(e)) => assert_eq!(e.to_string(), "disk full"),
@@ -332,9 +356,10 @@ fn failures_and_panics_are_recorded_then_returned() {
     }
     let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         flow.enter(|| {
-            let _ = hook("panics").build().unwrap().call(CallContext::new().runtime(&kest), || -> Result<(), std::io::Error> {
-                panic!("bug")
-            });
+            let _ = hook("panics")
+                .build()
+                .unwrap()
+                .call(CallContext::new().runtime(&kest), || -> Result<(), std::io::Error> { panic!("bug") });
         })
     }));
     assert!(panicked.is_err(), "the panic is resumed");
@@ -350,8 +375,14 @@ fn failures_and_panics_are_recorded_then_returned() {
 #[test]
 fn decision_cache_isolates_users_agents_tasks_and_workloads() {
     let engine = Arc::new(MockPolicyEngine::allow_all());
-    let kest =
-        Arc::new(Kest::builder().identity(identity()).engine(engine.clone()).cache_ttl(Duration::from_secs(60)).build().unwrap());
+    let kest = Arc::new(
+        Kest::builder()
+            .identity(identity())
+            .engine(engine.clone())
+            .cache_ttl(Duration::from_secs(60))
+            .build()
+            .unwrap(),
+    );
     let h = hook("op").build().unwrap();
     let call = |c: CallContext| h.call(c.runtime(&kest), || Ok::<_, std::io::Error>(()));
     call(CallContext::new().user("alice")).unwrap();
@@ -371,7 +402,14 @@ fn decision_cache_isolates_users_agents_tasks_and_workloads() {
     assert_eq!(engine.calls().len(), 8, "invalidate() forgets");
 
     let engine = Arc::new(MockPolicyEngine::allow_all());
-    let kest = Arc::new(Kest::builder().identity(identity()).engine(engine.clone()).cache_ttl(Duration::ZERO).build().unwrap());
+    let kest = Arc::new(
+        Kest::builder()
+            .identity(identity())
+            .engine(engine.clone())
+            .cache_ttl(Duration::ZERO)
+            .build()
+            .unwrap(),
+    );
     for _ in 0..3 {
         h.call(CallContext::new().runtime(&kest), || Ok::<_, std::io::Error>(())).unwrap();
     }

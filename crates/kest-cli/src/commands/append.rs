@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use kest_core::{
-    Classification, EntryDraft, EntryHash, KeySet, Limits, Parents, Passport, Signer as _, TrustRules, Verifier,
+    Classification, EntryDraft, EntryHash, KeySet, Limits, Parents, Passport, Signer as _, TrustRules,
+    Verifier,
 };
 
 use super::{entry_line, load_keys, parse_origins};
@@ -81,7 +82,8 @@ pub struct AppendArgs {
 
 /// Runs `kest append`.
 pub fn run(args: &AppendArgs) -> Result<Exit, CliError> {
-    let signer = kest::keyfile::load_signer(&args.key, args.principal.as_deref()).map_err(CliError::from_display)?;
+    let signer =
+        kest::keyfile::load_signer(&args.key, args.principal.as_deref()).map_err(CliError::from_display)?;
     let mut keys: KeySet = load_keys(&args.keys)?;
     let own = signer.public_key().ok_or_else(|| CliError("signing key has no public key".into()))?;
     let mut own_set = KeySet::new();
@@ -93,7 +95,8 @@ pub fn run(args: &AppendArgs) -> Result<Exit, CliError> {
     let mut passport = match read_existing(&args.passport, limits.max_passport_bytes)? {
         None => Passport::new(),
         Some(text) => {
-            let verifier = Verifier::new(keys).semantic(args.semantic).origins(origins.clone()).limits(limits);
+            let verifier =
+                Verifier::new(keys).semantic(args.semantic).origins(origins.clone()).limits(limits);
             match verifier.verify_json(&text) {
                 Ok(p) => p,
                 Err(e) => {
@@ -166,10 +169,14 @@ fn read_existing(path: &Path, limit: usize) -> Result<Option<String>, CliError> 
 /// crash never leaves a half-written passport.
 fn write_atomically(path: &Path, content: &str) -> Result<(), CliError> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "passport".into());
+    let name =
+        path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "passport".into());
     let tmp = dir.join(format!(".{name}.kest-tmp-{}", std::process::id()));
     let io = |e: std::io::Error| CliError(format!("{}: {e}", path.display()));
     let mut file = std::fs::File::create(&tmp).map_err(io)?;
-    file.write_all(content.as_bytes()).and_then(|()| file.write_all(b"\n")).and_then(|()| file.sync_all()).map_err(io)?;
+    file.write_all(content.as_bytes())
+        .and_then(|()| file.write_all(b"\n"))
+        .and_then(|()| file.sync_all())
+        .map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)
 }

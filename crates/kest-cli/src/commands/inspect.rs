@@ -3,10 +3,10 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use kest_core::baggage::{unpack, Baggage, PackOptions, PassportSource};
+use kest_core::baggage::{Baggage, PackOptions, PassportSource, unpack};
 use kest_core::encoding::b64url_decode;
 use kest_core::{EntryHash, Limits, UnverifiedPassport};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use super::Format;
 use crate::input::read_input;
@@ -29,7 +29,8 @@ pub struct InspectArgs {
 /// Extracts the passport JSON from a raw `baggage` header value (inline or
 /// compressed; a claim check cannot be resolved offline and is an error).
 pub(crate) fn passport_from_baggage(header: &str) -> Result<String, CliError> {
-    let baggage = Baggage::parse(header.trim_end_matches(['\r', '\n'])).map_err(|e| CliError(format!("baggage: {e}")))?;
+    let baggage = Baggage::parse(header.trim_end_matches(['\r', '\n']))
+        .map_err(|e| CliError(format!("baggage: {e}")))?;
     match unpack(&baggage, &PackOptions::default()).map_err(|e| CliError(format!("baggage: {e}")))? {
         PassportSource::Json(json) => Ok(json),
         PassportSource::ClaimCheck(id) => Err(CliError(format!(

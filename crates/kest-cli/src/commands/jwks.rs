@@ -26,9 +26,11 @@ pub fn run(args: &JwksArgs) -> Result<Exit, CliError> {
     }
     let mut keys: KeySet = load_keys(&args.files)?;
     for spec in &args.pem {
-        let (principal, path) =
-            spec.split_once('=').ok_or_else(|| CliError(format!("--pem `{spec}`: expected PRINCIPAL=PATH")))?;
-        let key = kest::keyfile::pem_public_key(std::path::Path::new(path)).map_err(CliError::from_display)?;
+        let (principal, path) = spec
+            .split_once('=')
+            .ok_or_else(|| CliError(format!("--pem `{spec}`: expected PRINCIPAL=PATH")))?;
+        let key =
+            kest::keyfile::pem_public_key(std::path::Path::new(path)).map_err(CliError::from_display)?;
         let mut one = KeySet::new();
         one.insert(principal, key).map_err(CliError::from_display)?;
         keys.extend(one).map_err(CliError::from_display)?;

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use kest::keyfile::{write_private_key, PrivateKeyFormat};
+use kest::keyfile::{PrivateKeyFormat, write_private_key};
 use kest_core::{Ed25519Signer, Signer as _};
 
 use crate::{CliError, Exit};
@@ -47,7 +47,8 @@ pub fn run(args: &KeygenArgs) -> Result<Exit, CliError> {
         },
     };
     let signer = Ed25519Signer::generate(&args.principal).map_err(CliError::from_display)?;
-    write_private_key(&args.out, &args.principal, signer.signing_key(), format).map_err(CliError::from_display)?;
+    write_private_key(&args.out, &args.principal, signer.signing_key(), format)
+        .map_err(CliError::from_display)?;
     let public = signer.public_key().ok_or_else(|| CliError("no public key".into()))?;
     println!("{}", public.to_jwk(&args.principal));
     eprintln!("kest: wrote private key for {} to {} (mode 0600)", args.principal, args.out.display());

@@ -1,16 +1,19 @@
 //! One module per subcommand.
 
 pub mod append;
+pub mod demo;
 pub mod inspect;
 pub mod jwks;
 pub mod keygen;
 pub mod verify;
+pub mod viz;
+pub mod whoami;
 
 use std::path::PathBuf;
 
 use clap::ValueEnum;
 use kest_core::{Entry, KeySet, OriginMap, Passport};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::CliError;
 
@@ -38,8 +41,9 @@ pub(crate) fn load_keys(paths: &[PathBuf]) -> Result<KeySet, CliError> {
 pub(crate) fn parse_origins(specs: &[String]) -> Result<OriginMap, CliError> {
     let mut origins = OriginMap::default();
     for spec in specs {
-        let (name, score) =
-            spec.split_once('=').ok_or_else(|| CliError(format!("--origin `{spec}`: expected NAME=SCORE")))?;
+        let (name, score) = spec
+            .split_once('=')
+            .ok_or_else(|| CliError(format!("--origin `{spec}`: expected NAME=SCORE")))?;
         let score: i64 =
             score.parse().map_err(|_| CliError(format!("--origin `{spec}`: score is not an integer")))?;
         origins.register(name, score).map_err(CliError::from_display)?;

@@ -6,7 +6,7 @@ use clap::Args;
 use kest_core::{Limits, Verifier, VerifyError};
 use serde_json::json;
 
-use super::{entry_line, load_keys, parse_origins, passport_report, Format};
+use super::{Format, entry_line, load_keys, parse_origins, passport_report};
 use crate::input::read_input;
 use crate::{CliError, Exit};
 
@@ -41,7 +41,8 @@ pub fn run(args: &VerifyArgs) -> Result<Exit, CliError> {
     let origins = parse_origins(&args.origins)?;
     let limits = Limits::default();
     let text = read_input(&args.input, limits.max_passport_bytes)?;
-    let passport_json = if args.baggage { crate::commands::inspect::passport_from_baggage(&text)? } else { text };
+    let passport_json =
+        if args.baggage { crate::commands::inspect::passport_from_baggage(&text)? } else { text };
     let verifier = Verifier::new(keys).semantic(args.semantic).origins(origins).limits(limits);
     match verifier.verify_json(&passport_json) {
         Ok(passport) => {

@@ -7,6 +7,21 @@
 
 use kest_core::Signer;
 
+mod auto;
+mod local;
+mod mock;
+mod oidc;
+mod static_identity;
+
+pub use auto::{
+    AWS_BEDROCK_AGENT_ID_ENV, AWS_REGION_ENVS, AutoDetector, Detection, EnvLookup, KEST_AWS_KMS_KEY_ID_ENV,
+    SPIFFE_ENDPOINT_SOCKET_ENV,
+};
+pub use local::{DEFAULT_LOCAL_WORKLOAD_ID, LocalEd25519Provider};
+pub use mock::{DEFAULT_MOCK_WORKLOAD_ID, MOCK_ALGORITHM, MockIdentityProvider};
+pub use oidc::{OIDC_SIGNING_KEY_ENV, OIDC_TOKEN_PATH_ENV, OIDCIdentity, OidcSigningKey};
+pub use static_identity::StaticIdentity;
+
 /// A workload identity that can sign passport entries.
 pub trait IdentityProvider: Signer {
     /// What kind of provider this is (`local`, `static`, `mock`, `oidc`, …).

@@ -43,7 +43,12 @@ impl DecisionKey {
             env.remove("entry_id");
         }
         let bytes = kest_core::json::canonicalize(&ctx).unwrap_or_default();
-        DecisionKey::new(engine, input.context().environment.policy_tier, policy, Sha256::digest(&bytes).into())
+        DecisionKey::new(
+            engine,
+            input.context().environment.policy_tier,
+            policy,
+            Sha256::digest(&bytes).into(),
+        )
     }
 }
 

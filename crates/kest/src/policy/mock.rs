@@ -43,7 +43,12 @@ impl MockPolicyEngine {
     }
 
     fn with_default(default: Option<Decision>) -> MockPolicyEngine {
-        MockPolicyEngine { name: "mock".into(), default, answers: HashMap::new(), calls: Mutex::new(Vec::new()) }
+        MockPolicyEngine {
+            name: "mock".into(),
+            default,
+            answers: HashMap::new(),
+            calls: Mutex::new(Vec::new()),
+        }
     }
 
     /// Answers `decision` for `policy`.

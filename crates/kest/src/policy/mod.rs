@@ -2,8 +2,13 @@
 //! the decision cache in front of any engine.
 
 pub mod cache;
+#[cfg(feature = "cedar")]
+pub mod cedar;
 pub mod context;
 pub mod mock;
+#[cfg(feature = "rego")]
+pub mod rego;
+pub mod router;
 
 use std::fmt;
 use std::future::Future;
@@ -12,8 +17,13 @@ use std::pin::Pin;
 use serde_json::Value;
 
 pub use cache::DecisionCache;
+#[cfg(feature = "cedar")]
+pub use cedar::{CedarEngine, CedarEngineBuilder};
 pub use context::{Environment, EvaluationContext, Object, Subject, Tier};
 pub use mock::MockPolicyEngine;
+#[cfg(feature = "rego")]
+pub use rego::{RegoEngine, RegoEngineBuilder};
+pub use router::RoutedEngine;
 
 /// A boxed, sendable future (the async evaluation path).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -1,0 +1,269 @@
+//! `kest demo`: an AI-agent pipeline under Kest, on embedded defaults (local
+//! keys, in-process Rego and Cedar, in-memory decision cache; no servers).
+//!
+//! A user's question is ingested, then a knowledge base is consulted and a
+//! web page fetched (untrusted, tainted) in parallel branches, an "LLM"
+//! summarises both (a fan-in), a sanitizer scrubs the
+//! taint under a trust override, and `send_email` is guarded by Rego and
+//! Cedar policies needing trust ≥ 50 and no `confidential` taint. The run is
+//! done twice: once the guard allows; once a confidential document makes it
+//! deny, and the e-mail is never sent.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::Args;
+use kest::identity::{IdentityProvider, LocalEd25519Provider};
+use kest::policy::RoutedEngine;
+use kest::policy::cedar::{CedarEngine, bundled_cedar};
+use kest::policy::rego::{RegoEngine, bundled_rego};
+use kest::{CallContext, HookError, Kest, KestError, Lineage, Verified};
+use kest_core::{Classification, KeySet, Passport, Verifier};
+
+use super::viz::{nodes_of, render_tree};
+use crate::{CliError, Exit};
+
+/// Arguments of `kest demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Directory for passport.json, passport-denied.json and jwks.json (default: a fresh directory
+    /// under the system temp dir, printed at the end).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+struct Actors {
+    agent: Arc<dyn IdentityProvider>,
+    web: Arc<dyn IdentityProvider>,
+    sanitizer: Arc<dyn IdentityProvider>,
+}
+
+fn provider(id: &str) -> Result<Arc<dyn IdentityProvider>, CliError> {
+    Ok(Arc::new(LocalEd25519Provider::with_workload_id(id).map_err(CliError::from_display)?))
+}
+
+fn runtime(actors: &Actors) -> Result<Arc<Kest>, CliError> {
+    let rego = RegoEngine::new(bundled_rego()).map_err(CliError::from_display)?;
+    let cedar = CedarEngine::new(bundled_cedar()).map_err(CliError::from_display)?;
+    let engine = RoutedEngine::new().route("rego", Arc::new(rego)).route("cedar", Arc::new(cedar));
+    let kest = Kest::builder()
+        .identity(Arc::clone(&actors.agent))
+        .engine(Arc::new(engine))
+        .enterprise_policies(["rego:kest/no_pii_egress"])
+        .build()
+        .map_err(CliError::from_display)?;
+    Ok(Arc::new(kest))
+}
+
+/// One pipeline step: the hook and who signs it.
+struct Step {
+    hook: Verified,
+    identity: Arc<dyn IdentityProvider>,
+    note: &'static str,
+}
+
+/// The pipeline in stages; the steps of one stage run as parallel branches
+/// (fan-out) and the next stage joins them (fan-in).
+fn stages(actors: &Actors, confidential: bool) -> Result<Vec<Vec<Step>>, CliError> {
+    let cfg = |e: kest::runtime::ConfigError| CliError(e.to_string());
+    let mut retrieve =
+        Verified::builder("retrieve_knowledge").policy("cedar:invoke").source_type("verified_rag");
+    if confidential {
+        retrieve = retrieve.added_taint("confidential");
+    }
+    Ok(vec![
+        vec![Step {
+            hook: Verified::builder("ingest_question")
+                .policy("cedar:invoke")
+                .source_type("user_input")
+                .build()
+                .map_err(cfg)?,
+            identity: Arc::clone(&actors.agent),
+            note: "the user's question",
+        }],
+        vec![
+            Step {
+                hook: retrieve.build().map_err(cfg)?,
+                identity: Arc::clone(&actors.agent),
+                note: if confidential { "a CONFIDENTIAL design document" } else { "the public FAQ" },
+            },
+            Step {
+                hook: Verified::builder("fetch_web_page")
+                    .policy("cedar:invoke")
+                    .source_type("internet")
+                    .added_taint("unverified")
+                    .build()
+                    .map_err(cfg)?,
+                identity: Arc::clone(&actors.web),
+                note: "a page from the open web",
+            },
+        ],
+        vec![Step {
+            hook: Verified::builder("summarise")
+                .policy("cedar:invoke")
+                .source_type("llm")
+                .build()
+                .map_err(cfg)?,
+            identity: Arc::clone(&actors.agent),
+            note: "an LLM drafts the answer",
+        }],
+        vec![Step {
+            hook: Verified::builder("sanitize")
+                .policy("rego:kest/allow")
+                .classification(Classification::Sanitizer)
+                .removed_taint("unverified")
+                .trust_override(80)
+                .build()
+                .map_err(cfg)?,
+            identity: Arc::clone(&actors.sanitizer),
+            note: "fact-checked and scrubbed",
+        }],
+        vec![Step {
+            hook: Verified::builder("send_email")
+                .policies(["rego:kest/send_email", "cedar:send_email"])
+                .build()
+                .map_err(cfg)?,
+            identity: Arc::clone(&actors.agent),
+            note: "e-mail the answer to the user",
+        }],
+    ])
+}
+
+/// Runs one step in `flow` and prints it; `false` when a policy refused it.
+fn run_step(kest: &Arc<Kest>, flow: &Lineage, number: &str, step: &Step) -> Result<bool, CliError> {
+    let call = CallContext::new().runtime(kest).identity(Arc::clone(&step.identity)).agent("support-agent");
+    let result = flow.enter(|| step.hook.call(call, || Ok::<_, std::convert::Infallible>(step.note)));
+    let policies = step.hook.policies().join(" + ");
+    match result {
+        Ok(_) => {
+            let passport = flow.passport();
+            let Some(entry) = passport.entries().last() else {
+                return Err(CliError("the hook recorded nothing".into()));
+            };
+            let p = entry.payload();
+            println!(
+                "  {number} ✓ {:<19} {:<31} trust {:>3}  taints [{}]",
+                step.hook.operation(),
+                entry.principal(),
+                p.trust_score,
+                p.taints.join(", ")
+            );
+            println!("        {} — allowed by {policies}", step.note);
+            Ok(true)
+        }
+        Err(HookError::Kest(e @ (KestError::Denied { .. } | KestError::PolicyFailed { .. }))) => {
+            let (policy, tier) = e.policy().unwrap_or(("?", kest::policy::Tier::Function));
+            println!(
+                "  {number} ✗ {:<19} DENIED by {policy} ({tier} tier): the step did not run",
+                step.hook.operation()
+            );
+            println!("        {e}");
+            Ok(false)
+        }
+        Err(HookError::Kest(e)) => Err(CliError(format!("{}: {e}", step.hook.operation()))),
+        Err(HookError::Operation(never)) => match never {},
+    }
+}
+
+/// Runs the pipeline once; returns the flow and whether every step ran.
+fn run_pipeline(kest: &Arc<Kest>, actors: &Actors, confidential: bool) -> Result<(Lineage, bool), CliError> {
+    let flow = Lineage::new().with_user("alice@example.com");
+    for (i, stage) in stages(actors, confidential)?.iter().enumerate() {
+        if let [step] = stage.as_slice() {
+            if !run_step(kest, &flow, &format!("{}.", i + 1), step)? {
+                return Ok((flow, false));
+            }
+            continue;
+        }
+        // Parallel branches: each forks the flow; the next step joins them.
+        let mut branches = Vec::with_capacity(stage.len());
+        for (j, step) in stage.iter().enumerate() {
+            let branch = flow.fork();
+            let number = format!("{}{}", i + 1, char::from(b'a' + u8::try_from(j).unwrap_or(0)));
+            if !run_step(kest, &branch, &number, step)? {
+                return Ok((flow, false));
+            }
+            branches.push(branch);
+        }
+        flow.join(&branches);
+    }
+    Ok((flow, true))
+}
+
+fn write(path: &Path, text: &str) -> Result<(), CliError> {
+    std::fs::write(path, text).map_err(|e| CliError(format!("{}: {e}", path.display())))
+}
+
+/// Runs `kest demo`.
+pub fn run(args: &DemoArgs) -> Result<Exit, CliError> {
+    let out = match &args.out {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).map_err(|e| CliError(format!("{}: {e}", dir.display())))?;
+            dir.clone()
+        }
+        None => {
+            let stamp = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis())
+                .unwrap_or_default();
+            let dir = std::env::temp_dir().join(format!("kest-demo-{stamp}-{}", std::process::id()));
+            std::fs::create_dir(&dir).map_err(|e| CliError(format!("{}: {e}", dir.display())))?;
+            dir
+        }
+    };
+    let actors = Actors {
+        agent: provider("spiffe://kest.demo/agent")?,
+        web: provider("spiffe://kest.demo/web-fetcher")?,
+        sanitizer: provider("spiffe://kest.demo/sanitizer")?,
+    };
+    let kest = runtime(&actors)?;
+
+    println!("Kest demo: an AI support agent answers alice@example.com by e-mail.");
+    println!(
+        "Every step is policy-checked (in-process Rego and Cedar) before it runs, then signed into the passport.\n"
+    );
+    println!("Run 1 — public sources:");
+    let (allowed, completed) = run_pipeline(&kest, &actors, false)?;
+    if !completed {
+        return Err(CliError("run 1 should have sent the e-mail".into()));
+    }
+    println!("\nRun 2 — the knowledge base returns a confidential document:");
+    let (denied, completed) = run_pipeline(&kest, &actors, true)?;
+    if completed {
+        return Err(CliError("run 2 should have been denied".into()));
+    }
+
+    let mut keys = KeySet::new();
+    for a in [&actors.agent, &actors.web, &actors.sanitizer] {
+        let key = a.public_key().ok_or_else(|| CliError("a local key has no public key".into()))?;
+        keys.insert(a.principal(), key).map_err(CliError::from_display)?;
+    }
+    let passport_path = out.join("passport.json");
+    let denied_path = out.join("passport-denied.json");
+    let jwks_path = out.join("jwks.json");
+    write(&passport_path, &allowed.passport().to_json())?;
+    write(&denied_path, &denied.passport().to_json())?;
+    write(&jwks_path, &serde_json::to_string_pretty(&keys.to_jwks()).map_err(CliError::from_display)?)?;
+
+    let verifier = Verifier::new(keys).semantic(true);
+    let verified: Passport = verifier
+        .verify_json(&allowed.passport().to_json())
+        .map_err(|e| CliError(format!("the demo's own passport does not verify: {e}")))?;
+    verifier
+        .verify_json(&denied.passport().to_json())
+        .map_err(|e| CliError(format!("the denied run's passport does not verify: {e}")))?;
+    println!(
+        "\nVerified offline (signatures, links, recomputed trust and taints): {} entries in run 1, {} in run 2.",
+        verified.len(),
+        denied.passport().len()
+    );
+    println!("\nThe passport of run 1 as a DAG:");
+    print!("{}", render_tree(&nodes_of(&verified)));
+    println!("\nWrote {}, {} and {}", passport_path.display(), denied_path.display(), jwks_path.display());
+    println!(
+        "Check it yourself: kest verify --semantic --keys {} {}",
+        jwks_path.display(),
+        passport_path.display()
+    );
+    Ok(Exit::Ok)
+}

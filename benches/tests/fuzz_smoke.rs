@@ -7,6 +7,7 @@
 //! `KEST_FUZZ_SMOKE_ITERS` scales the number of inputs (default 2000 per
 //! target). The seed corpus is regenerated, byte for byte, by
 //! `cargo test -p kest-benches --test fuzz_smoke -- --ignored regenerate_seed_corpus`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "../../fuzz/src/targets.rs"]

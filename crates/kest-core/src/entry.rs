@@ -102,14 +102,14 @@ impl Default for Runtime {
 /// A policy skipped by an approved deviation, as recorded in the entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Deviation {
-    /// The skipped policy.
-    pub policy: String,
-    /// Its tier (`enterprise`, `platform`, `application`, `function`).
-    pub tier: String,
-    /// Why it was approved.
-    pub reason: Option<String>,
     /// Who approved it.
     pub approver: Option<String>,
+    /// The skipped policy.
+    pub policy: String,
+    /// Why it was approved.
+    pub reason: Option<String>,
+    /// Its tier (`enterprise`, `platform`, `application`, `function`).
+    pub tier: String,
     /// Members written by other implementations, kept as signed.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -118,16 +118,16 @@ pub struct Deviation {
 /// `policy_context`: the policies actually evaluated, by tier.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct PolicyContext {
-    /// Enterprise tier.
-    pub enterprise_policies: Vec<String>,
-    /// Platform tier.
-    pub platform_policies: Vec<String>,
     /// Application tier.
     pub app_policies: Vec<String>,
-    /// Function tier.
-    pub function_policies: Vec<String>,
     /// Active deviations.
     pub deviations: Vec<Deviation>,
+    /// Enterprise tier.
+    pub enterprise_policies: Vec<String>,
+    /// Function tier.
+    pub function_policies: Vec<String>,
+    /// Platform tier.
+    pub platform_policies: Vec<String>,
     /// Members written by other implementations, kept as signed.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -136,47 +136,49 @@ pub struct PolicyContext {
 /// The signed payload of one passport entry (SPEC §2.1).
 ///
 /// Serializing it with [`crate::json::canonicalize`] gives the exact payload
-/// bytes. Decode untrusted input with [`KestEntry::from_json`], which
+/// bytes. Members are declared in RFC 8785 order, so for an entry whose
+/// [`KestEntry::is_jcs_simple`] holds, plain `serde_json` output is already
+/// canonical. Decode untrusted input with [`KestEntry::from_json`], which
 /// validates every member.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct KestEntry {
-    /// Always [`SCHEMA_VERSION`].
-    pub schema_version: String,
-    /// Writer implementation.
-    pub runtime: Runtime,
-    /// UUID v7 (lowercase hyphenated) unique to this entry.
-    pub entry_id: String,
-    /// The operation (function name or caller label).
-    pub operation: String,
-    /// Node classification.
-    pub classification: Classification,
-    /// Trust score 0..=100.
-    pub trust_score: u8,
-    /// `["0"]` at a root, else hashes of the parents' JWS strings.
-    pub parent_ids: Vec<String>,
     /// Taints declared at this node.
     pub added_taints: Vec<String>,
-    /// Taints removed at this node.
-    pub removed_taints: Vec<String>,
-    /// Accumulated taints.
-    pub taints: Vec<String>,
+    /// Node classification.
+    pub classification: Classification,
+    /// `""` or hex SHA-256 of the JCS of the output.
+    pub content_hash: String,
+    /// UUID v7 (lowercase hyphenated) unique to this entry.
+    pub entry_id: String,
+    /// Execution environment.
+    pub environment: BTreeMap<String, String>,
+    /// `""` or hex SHA-256 of the JCS of the inputs.
+    pub input_hash: String,
     /// Labels; `principal` is required. Values written by this crate are
     /// strings; other implementations may write other JSON values.
     pub labels: BTreeMap<String, Value>,
-    /// Policies evaluated before the operation ran.
-    pub policy_context: PolicyContext,
-    /// Execution environment.
-    pub environment: BTreeMap<String, String>,
-    /// OpenTelemetry context.
-    pub otel_context: BTreeMap<String, String>,
     /// Caller metadata, `null` when none.
     pub metadata: Value,
-    /// `""` or hex SHA-256 of the JCS of the inputs.
-    pub input_hash: String,
-    /// `""` or hex SHA-256 of the JCS of the output.
-    pub content_hash: String,
+    /// The operation (function name or caller label).
+    pub operation: String,
+    /// OpenTelemetry context.
+    pub otel_context: BTreeMap<String, String>,
+    /// `["0"]` at a root, else hashes of the parents' JWS strings.
+    pub parent_ids: Vec<String>,
+    /// Policies evaluated before the operation ran.
+    pub policy_context: PolicyContext,
+    /// Taints removed at this node.
+    pub removed_taints: Vec<String>,
+    /// Writer implementation.
+    pub runtime: Runtime,
+    /// Always [`SCHEMA_VERSION`].
+    pub schema_version: String,
+    /// Accumulated taints.
+    pub taints: Vec<String>,
     /// Creation time, Unix epoch milliseconds.
     pub timestamp_ms: u64,
+    /// Trust score 0..=100.
+    pub trust_score: u8,
     /// Members beyond the ones above, tolerated on input and kept as signed.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -201,6 +203,41 @@ impl KestEntry {
     /// Whether this entry is a root (`parent_ids == ["0"]`).
     pub fn is_root(&self) -> bool {
         self.parent_ids.len() == 1 && self.parent_ids[0] == ROOT_PARENT
+    }
+
+    /// Whether plain `serde_json` output of this entry is its RFC 8785 form:
+    /// no members beyond SPEC §2.1 (flattened extras would be written out of
+    /// order), every object key free of characters at or above U+E000 (where
+    /// UTF-8 and UTF-16 orders can differ) and every number an integer of
+    /// magnitude at most 2^53 (JCS writes numbers as IEEE doubles).
+    pub fn is_jcs_simple(&self) -> bool {
+        let keys_ok = |m: &BTreeMap<String, String>| m.keys().all(|k| crate::json::key_is_simple(k));
+        self.extra.is_empty()
+            && self.policy_context.extra.is_empty()
+            && self.policy_context.deviations.iter().all(|d| d.extra.is_empty())
+            && keys_ok(&self.environment)
+            && keys_ok(&self.otel_context)
+            && self.labels.iter().all(|(k, v)| crate::json::key_is_simple(k) && crate::json::is_jcs_simple(v))
+            && crate::json::is_jcs_simple(&self.metadata)
+    }
+
+    /// Checks the rules [`KestEntry::from_json`] applies to decoded input,
+    /// on an entry built in memory (so nothing a verifier refuses is signed).
+    pub fn validate(&self) -> Result<(), FieldError> {
+        if self.schema_version != SCHEMA_VERSION {
+            return Err(invalid("schema_version", format!("unsupported version `{}`", self.schema_version)));
+        }
+        check_uuid(&self.entry_id)?;
+        if self.operation.is_empty() {
+            return Err(invalid("operation", "must not be empty".into()));
+        }
+        if self.trust_score > 100 {
+            return Err(invalid("trust_score", format!("{} is outside 0..=100", self.trust_score)));
+        }
+        for (name, hash) in [("input_hash", &self.input_hash), ("content_hash", &self.content_hash)] {
+            digest_or_empty(name, Value::String(hash.clone()))?;
+        }
+        labels(Value::Object(self.labels.clone().into_iter().collect())).map(|_| ())
     }
 
     /// Decodes and validates a payload object.

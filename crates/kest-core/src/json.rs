@@ -133,6 +133,47 @@ impl<'de> Visitor<'de> for StrictSeed<'_> {
     }
 }
 
+/// Largest integer magnitude a JSON number can have and still be written
+/// by RFC 8785 (which goes through IEEE doubles) exactly as `serde_json`
+/// writes it.
+const EXACT_INTEGER_LIMIT: u64 = 1 << 53;
+
+/// Whether a key sorts the same by UTF-8 bytes (`serde_json`'s maps) and
+/// by UTF-16 code units (RFC 8785): true when it has no character at or
+/// above U+E000.
+pub fn key_is_simple(key: &str) -> bool {
+    !key.chars().any(|c| c >= '\u{E000}')
+}
+
+/// Whether `serde_json`'s compact output of `value` is already its RFC 8785
+/// form: integers only (magnitude ≤ 2^53) and simple keys throughout.
+/// String escaping is the same in both (ECMAScript `JSON.stringify` and
+/// `serde_json` escape exactly `"`, `\` and control characters, with the
+/// same short forms and lowercase `\u00xx`).
+pub fn is_jcs_simple(value: &Value) -> bool {
+    match value {
+        Value::Null | Value::Bool(_) | Value::String(_) => true,
+        Value::Number(n) => match (n.as_u64(), n.as_i64()) {
+            (Some(u), _) => u <= EXACT_INTEGER_LIMIT,
+            (None, Some(i)) => i.unsigned_abs() <= EXACT_INTEGER_LIMIT,
+            _ => false,
+        },
+        Value::Array(items) => items.iter().all(is_jcs_simple),
+        Value::Object(map) => map.iter().all(|(k, v)| key_is_simple(k) && is_jcs_simple(v)),
+    }
+}
+
+/// RFC 8785 bytes of a parsed value: plain `serde_json` output when
+/// [`is_jcs_simple`] holds (several times faster), the full canonicalizer
+/// otherwise.
+pub fn canonicalize_value(value: &Value) -> Result<Vec<u8>, CanonicalizeError> {
+    if is_jcs_simple(value) {
+        serde_json::to_vec(value).map_err(|e| CanonicalizeError(e.to_string()))
+    } else {
+        canonicalize(value)
+    }
+}
+
 /// Serializes `value` as RFC 8785 canonical JSON (UTF-8 bytes).
 ///
 /// ```
@@ -148,3 +189,28 @@ pub fn canonicalize<T: Serialize>(value: &T) -> Result<Vec<u8>, CanonicalizeErro
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("cannot canonicalize: {0}")]
 pub struct CanonicalizeError(pub String);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_path_agrees_with_the_canonicalizer() {
+        let docs = [
+            r#"{"b":[1,-2,{"z":null,"a":true}],"a":"x\u0001\n\"\\/é😀","c":9007199254740992}"#,
+            r#"{"\u00e9":1,"e":2,"\ud7ff":3,"A":4}"#,
+            r#"[]"#,
+            r#"{"n":-9007199254740992}"#,
+        ];
+        for doc in docs {
+            let v: Value = serde_json::from_str(doc).unwrap_or(Value::Null);
+            assert!(is_jcs_simple(&v), "{doc}");
+            assert_eq!(canonicalize_value(&v).ok(), canonicalize(&v).ok(), "{doc}");
+        }
+        for doc in [r#"{"x":1.5}"#, r#"{"x":9007199254740993}"#, r#"{"\uffff":1,"\ud83d\ude00":2}"#] {
+            let v: Value = serde_json::from_str(doc).unwrap_or(Value::Null);
+            assert!(!is_jcs_simple(&v), "{doc}");
+            assert_eq!(canonicalize_value(&v).ok(), canonicalize(&v).ok(), "{doc}");
+        }
+    }
+}

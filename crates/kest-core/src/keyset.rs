@@ -213,15 +213,15 @@ pub fn parse_jwk(jwk: &Value) -> Result<(String, PublicKey), KeySetError> {
             )));
         }
     }
-    if let Some(alg) = jwk.get("alg") {
-        if alg.as_str() != Some("EdDSA") {
-            return Err(bad(format!("`alg` {alg} is not EdDSA")));
-        }
+    if let Some(alg) = jwk.get("alg")
+        && alg.as_str() != Some("EdDSA")
+    {
+        return Err(bad(format!("`alg` {alg} is not EdDSA")));
     }
-    if let Some(usage) = jwk.get("use") {
-        if usage.as_str() != Some("sig") {
-            return Err(bad(format!("`use` {usage} is not sig")));
-        }
+    if let Some(usage) = jwk.get("use")
+        && usage.as_str() != Some("sig")
+    {
+        return Err(bad(format!("`use` {usage} is not sig")));
     }
     let x = member("x").ok_or_else(|| bad("`x` is required".into()))?;
     let bytes = b64url_decode(x).map_err(|_| bad("`x` is not unpadded base64url".into()))?;

@@ -109,15 +109,25 @@ pub fn sign_entry(entry: KestEntry, signer: &dyn Signer) -> Result<SignedEntry, 
         return Err(SignError(format!("trust_score {} is outside 0..=100", entry.trust_score)));
     }
     let parents = parse_parent_ids(&entry.parent_ids).map_err(SignError)?;
-    let payload = crate::json::canonicalize(&entry).map_err(|e| SignError(e.to_string()))?;
-    // Keep exactly what is signed, read back the way a verifier reads it:
-    // JCS writes every number as an IEEE double (integers beyond 2^53 in
-    // `metadata` are rounded, `5.0` becomes `5`), and an entry a verifier
-    // would refuse (bad entry_id, hash, empty principal …) is not signed.
-    let entry = crate::json::parse_strict(&payload, Limits::default().max_json_depth)
-        .map_err(|e| e.to_string())
-        .and_then(|value| KestEntry::from_json(value).map_err(|e| e.to_string()))
-        .map_err(|e| SignError(format!("the entry would not verify: {e}")))?;
+    let (payload, entry) = if entry.is_jcs_simple() {
+        // Plain serde_json output is canonical here (members are declared
+        // in RFC 8785 order), and nothing is rounded: the entry in memory is
+        // exactly what is signed. Validate it as a verifier would.
+        entry.validate().map_err(|e| SignError(format!("the entry would not verify: {e}")))?;
+        (serde_json::to_vec(&entry).map_err(|e| SignError(e.to_string()))?, entry)
+    } else {
+        let payload = crate::json::canonicalize(&entry).map_err(|e| SignError(e.to_string()))?;
+        // Keep exactly what is signed, read back the way a verifier reads
+        // it: JCS writes every number as an IEEE double (integers beyond 2^53
+        // in `metadata` are rounded, `5.0` becomes `5`), and an entry a
+        // verifier would refuse (bad entry_id, hash, empty principal …) is
+        // not signed.
+        let entry = crate::json::parse_strict(&payload, Limits::default().max_json_depth)
+            .map_err(|e| e.to_string())
+            .and_then(|value| KestEntry::from_json(value).map_err(|e| e.to_string()))
+            .map_err(|e| SignError(format!("the entry would not verify: {e}")))?;
+        (payload, entry)
+    };
     let alg = signer.algorithm();
     let mut jws = signing_input(&header_json(alg, signer.principal()), &payload);
     let signature = signer.sign(jws.as_bytes())?;

@@ -24,14 +24,14 @@ use crate::trust::{
 ///
 /// Every entry is decoded once, its structure, algorithm, `kid`, signer
 /// and links are checked in order, and the signatures of all entries before
-/// the first refusal are then checked with `verify_strict` after
-/// per-signature pre-checks that name the defect (weak and mixed-order keys
-/// are refused when the key set is built; non-canonical `s`, non-canonical
-/// or small-order `R` are refused here). Signatures are not batch-verified:
-/// batching cannot keep the strict semantics cheaply (see
-/// `first_bad_signature`). The error reported is always the one a
-/// one-by-one verifier would report first. There is no mode that skips a
-/// signature.
+/// the first refusal are then checked with `verify_strict` (cofactorless;
+/// small-order or non-canonical `R`, non-canonical `s` refused; weak and
+/// mixed-order keys are refused when the key set is built), spread over
+/// the available cores for larger passports. A refused signature is then
+/// examined to name the defect. Signatures are not batch-verified: batching
+/// cannot keep the strict semantics cheaply (see `first_bad_signature`).
+/// The error reported is always the one a one-by-one verifier would report
+/// first. There is no mode that skips a signature.
 ///
 /// ```
 /// use kest_core::{Ed25519Signer, EntryDraft, ErrorKind, KeySet, Passport, Signer, TrustRules, Verifier};
@@ -180,10 +180,10 @@ impl Verifier {
                 allowed: key.allowed_alg(),
             });
         }
-        if let Some(kid) = &decoded.header.kid {
-            if *kid != principal {
-                return Err(EntryError::KidMismatch { kid: kid.clone(), principal });
-            }
+        if let Some(kid) = &decoded.header.kid
+            && *kid != principal
+        {
+            return Err(EntryError::KidMismatch { kid: kid.clone(), principal });
         }
         let PublicKey::Ed25519(vk) = key;
         let raw: [u8; 64] = decoded
@@ -192,13 +192,12 @@ impl Verifier {
             .try_into()
             .map_err(|_| EntryError::SignatureLength(decoded.signature.len()))?;
         let signature = Signature::from_bytes(&raw);
-        precheck_signature(&signature, &principal)?;
 
         // Linkage.
-        if let Some(&first) = first_position.get(&hash) {
-            if first < index {
-                return Err(EntryError::DuplicateEntry(first));
-            }
+        if let Some(&first) = first_position.get(&hash)
+            && first < index
+        {
+            return Err(EntryError::DuplicateEntry(first));
         }
         let parents = self.check_links(index, &payload, first_position)?;
 
@@ -295,10 +294,11 @@ impl Verifier {
                 expect(score, expected, "weakest-link propagation")
             };
         }
-        if let Some(parent_min) = parent_scores.iter().copied().min() {
-            if score > parent_min && payload.classification != Classification::Sanitizer {
-                return Err(EntryError::TrustEscalation { found: score, parent_min });
-            }
+        if let Some(parent_min) = parent_scores.iter().copied().min()
+            && score > parent_min
+            && payload.classification != Classification::Sanitizer
+        {
+            return Err(EntryError::TrustEscalation { found: score, parent_min });
         }
         Ok(())
     }
@@ -308,8 +308,9 @@ fn expect(found: u8, expected: u8, rule: &'static str) -> Result<(), EntryError>
     if found == expected { Ok(()) } else { Err(EntryError::TrustMismatch { expected, found, rule }) }
 }
 
-/// Refuses, with a precise reason, signature encodings that
-/// `verify_strict` would also refuse: a non-reduced `s`, and an `R` that is
+/// Names why `verify_strict` refused a signature when the encoding itself is
+/// at fault (it is only consulted after a refusal, since `verify_strict`
+/// makes the same checks): a non-reduced `s`, and an `R` that is
 /// not a canonical encoding of a point or is of small order.
 fn precheck_signature(signature: &Signature, principal: &str) -> Result<(), EntryError> {
     let malformed = |reason| EntryError::MalformedSignature { principal: principal.to_owned(), reason };
@@ -360,6 +361,11 @@ fn first_bad_signature(pending: &[PendingSignature<'_>]) -> Option<VerifyError> 
                 .find_map(|(w, part)| w.join().unwrap_or_else(|_| part.first()))
         })
     };
-    first
-        .map(|p| VerifyError::Entry { index: p.index, source: EntryError::BadSignature(p.principal.clone()) })
+    // Name the defect: a malformed encoding, or simply a wrong signature.
+    first.map(|p| VerifyError::Entry {
+        index: p.index,
+        source: precheck_signature(&p.signature, &p.principal)
+            .err()
+            .unwrap_or_else(|| EntryError::BadSignature(p.principal.clone())),
+    })
 }

@@ -399,6 +399,6 @@ fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
     if !fallible {
         func.sig.output = syn::parse_quote! { -> ::core::result::Result<#output_ty, #p::KestError> };
     }
-    func.block = Box::new(syn::parse2(new_block)?);
+    *func.block = syn::parse2(new_block)?;
     Ok(quote! { #func })
 }

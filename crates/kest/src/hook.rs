@@ -192,10 +192,10 @@ impl VerifiedBuilder {
                 s.operation
             ));
         }
-        if let Some(o) = s.trust_override {
-            if !(0..=100).contains(&o) {
-                return invalid(format!("`{}`: trust_override {o} is outside 0..=100", s.operation));
-            }
+        if let Some(o) = s.trust_override
+            && !(0..=100).contains(&o)
+        {
+            return invalid(format!("`{}`: trust_override {o} is outside 0..=100", s.operation));
         }
         Ok(s)
     }

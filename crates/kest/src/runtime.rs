@@ -319,10 +319,10 @@ impl KestBuilder {
         for (name, score) in &self.origins {
             origins.register(name, *score).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         }
-        if let Some(o) = &self.default_root_origin {
-            if origins.score(o).is_none() {
-                return Err(ConfigError::Invalid(format!("default root origin `{o}` is not a known origin")));
-            }
+        if let Some(o) = &self.default_root_origin
+            && origins.score(o).is_none()
+        {
+            return Err(ConfigError::Invalid(format!("default root origin `{o}` is not a known origin")));
         }
         for d in &self.deviations {
             d.tier

@@ -118,9 +118,7 @@ impl DecisionCache {
     }
 
     fn shard(&self, key: &DecisionKey) -> &RwLock<HashMap<DecisionKey, (Decision, Instant)>> {
-        let mut h = self.hasher.build_hasher();
-        key.hash(&mut h);
-        let index = usize::try_from(h.finish() % SHARDS as u64).unwrap_or(0);
+        let index = usize::try_from(self.hasher.hash_one(key) % SHARDS as u64).unwrap_or(0);
         &self.shards[index]
     }
 

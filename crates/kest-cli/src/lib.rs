@@ -73,7 +73,7 @@ pub enum Command {
     /// Print a JWKS with the public keys of key files.
     Jwks(commands::jwks::JwksArgs),
     /// Record one signed step in a passport file.
-    Append(commands::append::AppendArgs),
+    Append(Box<commands::append::AppendArgs>),
     /// Print the auto-detected workload identity and why it was chosen (exit 2 if none can be used).
     Whoami(commands::whoami::WhoamiArgs),
     /// Draw a passport's DAG (tree, mermaid, dot or html).

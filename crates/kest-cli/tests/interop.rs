@@ -373,3 +373,35 @@ fn tampered_reference_passports_are_rejected_with_the_right_kind() {
     t[0] = with_header(&t[0], r#"{"alg":"EdDSA","kid":"spiffe://kest.test/other","typ":"JWS"}"#);
     expect_rejected(&jwks, &t, "kid_mismatch", 0);
 }
+
+#[test]
+fn demo_passports_verify_here_and_in_the_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = kest(&["demo", "--out", dir.path().to_str().unwrap()]);
+    let text = ok(&out, "kest demo");
+    assert!(text.contains("DENIED by rego:kest/send_email"), "{text}");
+    assert!(text.contains("⇐ joins"), "the tree shows the fan-in: {text}");
+    let jwks = dir.path().join("jwks.json");
+    let allowed = dir.path().join("passport.json");
+    let denied = dir.path().join("passport-denied.json");
+    for p in [&allowed, &denied] {
+        ok(
+            &kest(&["verify", "--semantic", "--keys", jwks.to_str().unwrap(), p.to_str().unwrap()]),
+            "verify demo",
+        );
+    }
+    let script = repo_root().join("tests/interop/reference_verify.py");
+    let out = Command::new(python())
+        .arg(&script)
+        .arg("--jwks")
+        .arg(&jwks)
+        .arg(&allowed)
+        .arg(&denied)
+        .output()
+        .unwrap();
+    let stdout = ok(&out, "reference_verify.py on the demo");
+    assert_eq!(stdout.lines().filter(|l| l.starts_with("ok ")).count(), 2, "{stdout}");
+    let entries = entries(&allowed);
+    assert_eq!(entries.len(), 6);
+    assert!(entries(&denied).len() == 5, "the denied e-mail is not recorded");
+}

@@ -159,6 +159,27 @@ fn rego_custom_rule_and_data() {
 }
 
 #[test]
+fn rego_enabled_builtins() {
+    let e = RegoEngine::new([(
+        "b",
+        r#"package b
+allow if {
+    net.cidr_contains("10.0.0.0/8", input.object.attributes.ip)
+    regex.match(`^spiffe://demo/`, input.subject.workload)
+    glob.match("send_*", [], input.environment.operation)
+    semver.compare("1.2.0", "1.10.0") < 0
+    base64.encode("kest") == "a2VzdA=="
+}"#,
+    )])
+    .unwrap();
+    let mut c = ctx("send_email", 0, &[], false);
+    c.object.attributes.insert("ip".into(), serde_json::json!("10.1.2.3"));
+    assert_eq!(e.evaluate("b", &input(c.clone())), ALLOW);
+    c.object.attributes.insert("ip".into(), serde_json::json!("192.168.0.1"));
+    assert_eq!(e.evaluate("b", &input(c)), DENY);
+}
+
+#[test]
 fn rego_time_limit_denies() {
     let e = RegoEngine::builder()
         .policy(

@@ -6,7 +6,7 @@
 //! resource and lineage position. Sharded maps keep threads apart.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 

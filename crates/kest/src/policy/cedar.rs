@@ -13,7 +13,9 @@
 //! - context: the SPEC §6.1 document with `null` values dropped recursively
 //!   (Cedar has no null), the nested objects as nested records and arrays
 //!   as sets. Both `context.subject.trust_score` and the flat
-//!   `context.trust_score` exist.
+//!   `context.trust_score` exist. Values are taken literally: Cedar's JSON
+//!   escapes (`__entity`, `__extn`) in caller-supplied attributes stay
+//!   plain records.
 //!
 //! The decision is [`Decision::Allow`] only when Cedar answers `Allow` and
 //! reports no evaluation error. Cedar skips a policy that errors, so an

@@ -16,11 +16,12 @@
 //! measured 10–40 % faster than cloning the prepared engine per call.
 //! Each evaluation has a wall-clock budget ([`DEFAULT_TIME_LIMIT`]).
 //!
-//! Built-ins: the OPA core plus `regex.*`, `glob.*`, `semver.*`,
-//! `base64*`, `hex.*` and `opa.runtime`; not `time.*`, `net.*`, `http.*`,
-//! `uuid.*`, `yaml.*`, `json.*` schema or patch functions. A call to a
-//! function that does not exist is found only when evaluated (an evaluation
-//! error, so deny).
+//! Built-ins: the OPA core plus `regex.*`, `glob.*`, `net.*`, `semver.*`,
+//! `graph.*` / `walk`, `json.patch`, `base64*`, `hex.*` and `opa.runtime`;
+//! not `time.*` (it would add `chrono` and `chrono-tz`), `http.send`,
+//! `uuid.*`, `yaml.*` or JSON-schema functions. A call to a function that
+//! does not exist is found only when evaluated (an evaluation error, so
+//! deny).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

@@ -451,3 +451,86 @@ pub fn global() -> Option<Arc<Kest>> {
 pub fn reset_global() {
     GLOBAL.store(None);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_file_sets_tiers_deviations_trust_and_cache() {
+        let kest = Kest::builder()
+            .with_toml_str(
+                r#"
+                app_name = "support-bot"
+                [policies]
+                enterprise = ["no_pii_egress"]
+                application = ["kest/allow"]
+                [[deviations]]
+                scope = "export_report"
+                policy = "no_pii_egress"
+                tier = "enterprise"
+                reason = "legal hold"
+                approver = "ciso@example.com"
+                [trust]
+                default_root_origin = "partner_feed"
+                origins = { partner_feed = 70 }
+                [cache]
+                ttl_seconds = 0
+                "#,
+            )
+            .unwrap()
+            .build()
+            .unwrap();
+        assert_eq!(kest.tier_policies(Tier::Enterprise), ["no_pii_egress"]);
+        assert_eq!(kest.tier_policies(Tier::Application), ["kest/allow"]);
+        assert!(kest.tier_policies(Tier::Platform).is_empty());
+        assert_eq!(kest.active_deviations("export_report").len(), 1);
+        assert!(kest.active_deviations("other").is_empty());
+        assert_eq!(kest.trust_rules().origins.score("partner_feed"), Some(70));
+        assert!(!kest.cache().enabled());
+    }
+
+    #[test]
+    fn unknown_toml_keys_and_bad_values_are_errors() {
+        assert!(Kest::builder().with_toml_str("[policies]\nenterprize = []").is_err());
+        let bad_tier = "[[deviations]]\nscope = \"x\"\npolicy = \"p\"\ntier = \"galactic\"";
+        assert!(Kest::builder().with_toml_str(bad_tier).unwrap().build().is_err());
+        let protected = "[trust]\norigins = { internet = 100 }";
+        assert!(Kest::builder().with_toml_str(protected).unwrap().build().is_err(), "defaults are protected");
+        let unknown_default = "[trust]\ndefault_root_origin = \"nowhere\"";
+        assert!(Kest::builder().with_toml_str(unknown_default).unwrap().build().is_err());
+    }
+
+    #[test]
+    fn environment_variables_override() {
+        let env = |k: &str| match k {
+            "KEST_ENTERPRISE_POLICIES" => Some("a, b".to_owned()),
+            "KEST_APP_POLICIES" => Some("c".to_owned()),
+            "KEST_ORIGINS" => Some("partner=55".to_owned()),
+            "KEST_POLICY_CACHE_TTL" => Some("2.5".to_owned()),
+            "KEST_DEVIATIONS" => Some(
+                r#"[{"scope":"op","policy":"a","tier":"enterprise","reason":null,"approver":"x"}]"#
+                    .to_owned(),
+            ),
+            _ => None,
+        };
+        let kest =
+            Kest::builder().enterprise_policies(["old"]).with_env_lookup(env).unwrap().build().unwrap();
+        assert_eq!(kest.tier_policies(Tier::Enterprise), ["a", "b"]);
+        assert_eq!(kest.tier_policies(Tier::Application), ["c"]);
+        assert_eq!(kest.trust_rules().origins.score("partner"), Some(55));
+        assert_eq!(kest.cache().ttl(), Duration::from_millis(2500));
+        assert_eq!(kest.active_deviations("op").len(), 1);
+
+        let bad = |k: &str| (k == "KEST_POLICY_CACHE_TTL").then(|| "soon".to_owned());
+        assert!(Kest::builder().with_env_lookup(bad).is_err(), "a malformed TTL is an error, not a default");
+        let bad = |k: &str| (k == "KEST_DEVIATIONS").then(|| "[{\"scope\":1}]".to_owned());
+        assert!(Kest::builder().with_env_lookup(bad).is_err());
+    }
+
+    #[test]
+    fn configure_installs_the_global_default() {
+        let kest = configure(Kest::builder().app_name("global-test").build().unwrap());
+        assert!(global().is_some_and(|g| Arc::ptr_eq(&g, &kest)));
+    }
+}

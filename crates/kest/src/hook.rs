@@ -335,7 +335,8 @@ struct Pending {
 struct Check {
     tier: Tier,
     policy: String,
-    key: DecisionKey,
+    /// `None`: the context could not be keyed, so this call is not cached.
+    key: Option<DecisionKey>,
 }
 
 /// The evaluation plan of one call.
@@ -505,7 +506,7 @@ impl Verified {
                 checks.push(Check {
                     tier: *tier,
                     policy: name.clone(),
-                    key: DecisionKey::new(engine.name(), *tier, name, base),
+                    key: base.map(|b| DecisionKey::new(engine.name(), *tier, name, b)),
                 });
             }
         }
@@ -555,11 +556,15 @@ impl Verified {
     ) -> Result<(), KestError> {
         match result {
             Ok(Decision::Allow) => {
-                plan.runtime.cache.put(check.key.clone(), Decision::Allow);
+                if let Some(key) = &check.key {
+                    plan.runtime.cache.put(key.clone(), Decision::Allow);
+                }
                 Ok(())
             }
             Ok(Decision::Deny) => {
-                plan.runtime.cache.put(check.key.clone(), Decision::Deny);
+                if let Some(key) = &check.key {
+                    plan.runtime.cache.put(key.clone(), Decision::Deny);
+                }
                 tracing::warn!(
                     entry_id = %pending.entry.entry_id,
                     policy = %check.policy,
@@ -598,7 +603,7 @@ impl Verified {
     fn authorize(&self, call: &CallContext) -> Result<Pending, KestError> {
         let (pending, plan) = self.prepare(call)?;
         for check in &plan.checks {
-            let result = match plan.runtime.cache.get(&check.key) {
+            let result = match check.key.as_ref().and_then(|k| plan.runtime.cache.get(k)) {
                 Some(d) => Ok(d),
                 None => {
                     let input = PolicyInput::new(plan.context.for_tier(check.tier));
@@ -616,7 +621,7 @@ impl Verified {
     async fn authorize_async(&self, call: &CallContext) -> Result<Pending, KestError> {
         let (pending, plan) = self.prepare(call)?;
         for check in &plan.checks {
-            let result = match plan.runtime.cache.get(&check.key) {
+            let result = match check.key.as_ref().and_then(|k| plan.runtime.cache.get(k)) {
                 Some(d) => Ok(d),
                 None => {
                     let input = PolicyInput::new(plan.context.for_tier(check.tier));

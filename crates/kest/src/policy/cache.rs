@@ -37,26 +37,31 @@ impl DecisionKey {
 
     /// A key for a full policy input (digest of its JSON without
     /// `environment.entry_id`).
-    pub fn for_input(engine: &str, policy: &str, input: &PolicyInput) -> DecisionKey {
+    /// `None` when the context cannot be canonicalized (then do not cache).
+    pub fn for_input(engine: &str, policy: &str, input: &PolicyInput) -> Option<DecisionKey> {
         let mut ctx = input.json().clone();
         if let Some(env) = ctx.get_mut("environment").and_then(|e| e.as_object_mut()) {
             env.remove("entry_id");
         }
-        let bytes = kest_core::json::canonicalize(&ctx).unwrap_or_default();
-        DecisionKey::new(
+        let bytes = kest_core::json::canonicalize(&ctx).ok()?;
+        Some(DecisionKey::new(
             engine,
             input.context().environment.policy_tier,
             policy,
             Sha256::digest(&bytes).into(),
-        )
+        ))
     }
 }
 
-/// SHA-256 of the RFC 8785 form of anything serializable (a context
-/// without its per-call fields).
-pub fn context_digest<T: serde::Serialize>(material: &T) -> [u8; 32] {
-    let bytes = kest_core::json::canonicalize(material).unwrap_or_default();
-    Sha256::digest(&bytes).into()
+/// SHA-256 of the compact JSON of a context without its per-call fields.
+/// A cache key only needs a deterministic, injective encoding: `serde_json`
+/// writes struct fields in declaration order and maps sorted, so the same
+/// context always gives the same bytes, without the cost of RFC 8785.
+/// `None` when the material cannot be serialized: the caller must then not
+/// use the cache (never a shared fallback key).
+pub fn context_digest<T: serde::Serialize>(material: &T) -> Option<[u8; 32]> {
+    let bytes = serde_json::to_vec(material).ok()?;
+    Some(Sha256::digest(&bytes).into())
 }
 
 /// A bounded TTL cache of policy decisions.
@@ -66,7 +71,7 @@ pub fn context_digest<T: serde::Serialize>(material: &T) -> [u8; 32] {
 /// use kest::policy::{cache::DecisionKey, Decision, DecisionCache, PolicyInput};
 /// let cache = DecisionCache::new(Duration::from_secs(5), 1024);
 /// let input = PolicyInput::new(kest::policy::context::example_context());
-/// let key = DecisionKey::for_input("mock", "p", &input);
+/// let key = DecisionKey::for_input("mock", "p", &input).unwrap();
 /// assert_eq!(cache.get(&key), None);
 /// cache.put(key.clone(), Decision::Allow);
 /// assert_eq!(cache.get(&key), Some(Decision::Allow));

@@ -13,7 +13,8 @@
 //! input on that copy and returns it to the pool afterwards; the pool's lock
 //! is held only to pop or push, never while a policy runs. (The reference
 //! shares one interpreter and races on `set_input`.) Reusing pooled copies
-//! measured 10–40 % faster than cloning the prepared engine per call.
+//! measured as fast as cloning per call with one module and about 30 %
+//! faster with 40 modules (a clone's cost grows with the policy set).
 //! Each evaluation has a wall-clock budget ([`DEFAULT_TIME_LIMIT`]).
 //!
 //! Built-ins: the OPA core plus `regex.*`, `glob.*`, `net.*`, `semver.*`,

@@ -9,6 +9,7 @@
 
 pub use kest_core as core;
 
+pub mod cache;
 pub mod error;
 pub mod hook;
 pub mod identity;

@@ -188,3 +188,31 @@ pub fn same_json(a: &Value, b: &Value) -> bool {
         _ => false,
     }
 }
+
+/// `baggage_parse`: a raw `baggage` header value through the W3C Baggage
+/// parser and the passport unpacking of SPEC §7.3. Invariants: an accepted
+/// header re-serializes and re-parses to the same members; unpacking never
+/// yields a passport that is not a JSON array of strings.
+pub fn baggage_parse(data: &[u8]) -> bool {
+    use kest_core::baggage::{unpack, Baggage, PackOptions, PassportSource};
+    let Ok(text) = std::str::from_utf8(data) else { return false };
+    let Ok(baggage) = Baggage::parse(text) else { return false };
+    let header = match baggage.to_header() {
+        Ok(h) => h,
+        Err(_) => return false,
+    };
+    let again = match Baggage::parse(&header) {
+        Ok(b) => b,
+        Err(e) => panic!("re-serialized baggage does not parse: {e}: {header:?}"),
+    };
+    assert_eq!(again.len(), baggage.len(), "member count changed through to_header");
+    for member in baggage.members() {
+        assert_eq!(again.get(member.key()), baggage.get(member.key()), "value of {} changed", member.key());
+    }
+    let options = PackOptions { max_inflated_bytes: 1 << 20, ..PackOptions::default() };
+    if let Ok(PassportSource::Json(json)) = unpack(&baggage, &options) {
+        let parsed: Result<Vec<String>, _> = serde_json::from_str(&json);
+        assert!(parsed.is_ok(), "unpacked passport is not a JSON array of strings");
+    }
+    true
+}

@@ -1,0 +1,251 @@
+//! `kest-hop`: one service of the multi-hop example.
+//!
+//! Each hop is a separate process with its own principal key. Behind the
+//! lineage layer (which restores and *verifies* the caller's passport
+//! against the JWKS of all principals, with semantic checks) it runs its
+//! operation as a verified call — policy first, then a signed entry — and,
+//! if it has a next hop, forwards the request with the passport in
+//! `baggage`. The last hop answers with the final passport, which travels
+//! back up in the response bodies. The gateway also verifies the user's
+//! bearer token against the issuer's JWKS.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::{Json, Router};
+use clap::Parser;
+use kest::cache::CacheProvider;
+use kest::http::{IdentityLayer, KestPropagationMiddleware, LineageLayer};
+use kest::identity::StaticIdentity;
+use kest::policy::rego::RegoEngine;
+use kest::propagation::Propagator;
+use kest::{CallContext, HookError, Kest, KestError, Verified};
+use kest_core::Classification;
+use serde_json::{Value, json};
+use tower::ServiceBuilder;
+
+/// Command-line arguments.
+#[derive(Debug, Parser)]
+struct Args {
+    /// This hop's name (its principal is `spiffe://kest.example/<name>`).
+    #[arg(long)]
+    name: String,
+    /// Address to listen on (port 0: any free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: String,
+    /// Where to write the bound port.
+    #[arg(long)]
+    port_file: PathBuf,
+    /// This hop's private key (JWK from `kest keygen`).
+    #[arg(long)]
+    key: PathBuf,
+    /// JWKS with the public keys of every principal (verifies incoming passports).
+    #[arg(long)]
+    jwks: PathBuf,
+    /// The next hop's URL; none for the last hop.
+    #[arg(long)]
+    next: Option<String>,
+    /// The operation name of this hop's entry.
+    #[arg(long)]
+    operation: String,
+    /// Origin of the data this hop brings in.
+    #[arg(long)]
+    source_type: Option<String>,
+    /// Taint added here; repeatable.
+    #[arg(long = "taint")]
+    taints: Vec<String>,
+    /// Taint removed here; repeatable.
+    #[arg(long = "remove-taint")]
+    remove_taints: Vec<String>,
+    /// Sanitizer trust override.
+    #[arg(long)]
+    trust_override: Option<i64>,
+    /// Mark this hop's entry as a sanitizer.
+    #[arg(long)]
+    sanitizer: bool,
+    /// The function-tier policy (`example/open` or `example/final_guard`).
+    #[arg(long, default_value = "example/open")]
+    policy: String,
+    /// Verify the user's bearer token against this JWKS URL (the gateway).
+    #[arg(long)]
+    issuer_jwks: Option<String>,
+    /// Expected token issuer.
+    #[arg(long, default_value = "http://kest-issuer.local")]
+    issuer: String,
+    /// Expected token audience.
+    #[arg(long, default_value = "kest-gateway")]
+    audience: String,
+    /// Redis URL for claim checks (e.g. `redis://127.0.0.1:6390/`).
+    #[arg(long)]
+    redis: Option<String>,
+    /// Inline/compressed baggage threshold in bytes.
+    #[arg(long, default_value_t = 4096)]
+    threshold: usize,
+    /// Random, incompressible metadata bytes added to this hop's entry (to grow the passport).
+    #[arg(long, default_value_t = 0)]
+    pad_bytes: usize,
+}
+
+/// Allows everything: the steps whose only gate is the tier policies.
+const OPEN: &str = "package example.open\ndefault allow := true\n";
+
+/// The last hop's guard: trust at least 50 and no `unverified` taint.
+/// Only true because a sanitizer upstream restored trust and removed the
+/// taint that the internet fetch added.
+const FINAL_GUARD: &str = r#"
+package example.final_guard
+default allow := false
+allow if {
+    input.subject.trust_score >= 50
+    not "unverified" in input.subject.taints
+    input.subject.user != null
+}
+"#;
+
+struct App {
+    name: String,
+    kest: Arc<Kest>,
+    hook: Verified,
+    next: Option<String>,
+    client: reqwest_middleware::ClientWithMiddleware,
+    padding: Option<String>,
+}
+
+fn error(status: StatusCode, body: Value) -> (StatusCode, Json<Value>) {
+    (status, Json(body))
+}
+
+async fn handle(State(app): State<Arc<App>>, Json(request): Json<Value>) -> (StatusCode, Json<Value>) {
+    // 1. This hop's own step, policy-checked and recorded before anything
+    //    goes downstream.
+    let mut call = CallContext::new().runtime(&app.kest);
+    if let Some(pad) = &app.padding {
+        call = call.metadata(json!({ "padding": pad }));
+    }
+    let name = app.name.clone();
+    let step =
+        app.hook.call_async(call, async move { Ok::<_, std::convert::Infallible>(format!("{name} done")) });
+    match step.await {
+        Ok(_) => {}
+        Err(HookError::Kest(e @ (KestError::Denied { .. } | KestError::PolicyFailed { .. }))) => {
+            let (policy, tier) = e.policy().map(|(p, t)| (p.to_owned(), t.to_string())).unwrap_or_default();
+            return error(
+                StatusCode::FORBIDDEN,
+                json!({ "error": "denied", "hop": app.name, "policy": policy, "tier": tier, "message": e.to_string() }),
+            );
+        }
+        Err(HookError::Kest(e)) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({ "error": "kest", "message": e.to_string() }),
+            );
+        }
+        Err(HookError::Operation(never)) => match never {},
+    }
+    // 2. Forward, or answer with the final passport.
+    match &app.next {
+        Some(url) => match app.client.post(url).json(&request).send().await {
+            Ok(response) => {
+                let status =
+                    StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+                match response.json::<Value>().await {
+                    Ok(body) => (status, Json(body)),
+                    Err(e) => error(
+                        StatusCode::BAD_GATEWAY,
+                        json!({ "error": "bad_downstream", "message": e.to_string() }),
+                    ),
+                }
+            }
+            Err(e) => {
+                error(StatusCode::BAD_GATEWAY, json!({ "error": "downstream", "message": e.to_string() }))
+            }
+        },
+        None => {
+            let passport = kest::current_passport().map(|p| p.to_json()).unwrap_or_else(|| "[]".into());
+            let passport: Value = serde_json::from_str(&passport).unwrap_or(Value::Null);
+            (StatusCode::OK, Json(json!({ "answer": "sent", "last_hop": app.name, "passport": passport })))
+        }
+    }
+}
+
+fn hook(args: &Args) -> Result<Verified, Box<dyn std::error::Error>> {
+    let mut b = Verified::builder(args.operation.clone()).policy(args.policy.clone());
+    if let Some(s) = &args.source_type {
+        b = b.source_type(s.clone());
+    }
+    for t in &args.taints {
+        b = b.added_taint(t.clone());
+    }
+    for t in &args.remove_taints {
+        b = b.removed_taint(t.clone());
+    }
+    if let Some(o) = args.trust_override {
+        b = b.trust_override(o);
+    }
+    if args.sanitizer {
+        b = b.classification(Classification::Sanitizer);
+    }
+    Ok(b.build()?)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    let principal = format!("spiffe://kest.example/{}", args.name);
+    let identity = StaticIdentity::from_key_file(&args.key, Some(&principal))?;
+    let engine = RegoEngine::new([("example/open", OPEN), ("example/final_guard", FINAL_GUARD)])?;
+    let kest = Arc::new(Kest::builder().identity(Arc::new(identity)).engine(Arc::new(engine)).build()?);
+
+    let mut propagator = Propagator::builder().threshold(args.threshold);
+    if let Some(url) = &args.redis {
+        let cache: Arc<dyn CacheProvider> = Arc::new(kest::cache::RedisCache::connect(url).await?);
+        propagator = propagator.cache(cache);
+    }
+    let propagator = propagator.build();
+    let lineage = LineageLayer::builder()
+        .jwks_file(args.jwks.clone())
+        .semantic(true)
+        .propagator(propagator.clone())
+        .build()
+        .await?;
+    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(KestPropagationMiddleware::new(propagator))
+        .build();
+    let padding = (args.pad_bytes > 0).then(|| {
+        let mut bytes = vec![0u8; args.pad_bytes];
+        let _ = getrandom::fill(&mut bytes);
+        kest_core::encoding::b64url_encode(&bytes)
+    });
+    let app = Arc::new(App {
+        name: args.name.clone(),
+        kest,
+        hook: hook(&args)?,
+        next: args.next.clone(),
+        client,
+        padding,
+    });
+    let routes = Router::new().route("/", post(handle)).with_state(app);
+    let router = match &args.issuer_jwks {
+        Some(url) => {
+            let identity = IdentityLayer::builder()
+                .jwks_url(url)?
+                .issuer(args.issuer.clone())
+                .audience(args.audience.clone())
+                .build()
+                .await?;
+            routes.layer(ServiceBuilder::new().layer(lineage).layer(identity))
+        }
+        None => routes.layer(lineage),
+    };
+    let listener = tokio::net::TcpListener::bind(&args.listen).await?;
+    std::fs::write(&args.port_file, listener.local_addr()?.port().to_string())?;
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}

@@ -3,7 +3,6 @@
 //!
 //! Run with `cargo bench -p kest-benches -- --noplot`; `scripts/bench-ratios`
 //! turns the results into the §11 ratios.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::hint::black_box;

@@ -1,8 +1,12 @@
 //! Shared fixtures for the Kest benchmarks (SPEC §11): a realistic
 //! ~900-byte entry draft, a signer, its key set and passports built from
-//! them. Used by `benches/core.rs` and by the fuzz smoke test.
+//! them. Used by `benches/core.rs` and by the fuzz smoke test; [`hook`]
+//! holds the hook fixtures of `benches/hook.rs` and the `side-by-side`
+//! binary.
 
 use std::collections::BTreeMap;
+
+pub mod hook;
 
 use kest_core::{
     Ed25519Signer, EntryDraft, KeySet, Passport, PolicyContext, RecordError, Signer, TrustRules,

@@ -7,7 +7,6 @@
 //! `KEST_FUZZ_SMOKE_ITERS` scales the number of inputs (default 2000 per
 //! target). The seed corpus is regenerated, byte for byte, by
 //! `cargo test -p kest-benches --test fuzz_smoke -- --ignored regenerate_seed_corpus`.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 #[path = "../../fuzz/src/targets.rs"]
@@ -592,4 +591,22 @@ fn regenerate_seed_corpus() {
     for (target, name, bytes) in files {
         fs::write(seeds_dir(target).join(name), bytes).unwrap();
     }
+}
+
+#[test]
+fn baggage_parse_smoke() {
+    let seeds = load_seeds("baggage_parse");
+    assert!(
+        seeds.iter().filter(|seed| targets::baggage_parse(seed)).count() >= 3,
+        "baggage seeds must parse"
+    );
+    let mut rng = Rng(0x6261_6767_6167_6521);
+    let (mut accepted, total) = (0, iterations());
+    for _ in 0..total {
+        let seed = rng.pick(&seeds).clone();
+        let other = rng.pick(&seeds).clone();
+        let input = mutate_bytes(&mut rng, &seed, &other);
+        accepted += usize::from(targets::baggage_parse(&input));
+    }
+    expect_depth("baggage_parse", accepted, total, 10);
 }

@@ -194,7 +194,7 @@ pub fn same_json(a: &Value, b: &Value) -> bool {
 /// header re-serializes and re-parses to the same members; unpacking never
 /// yields a passport that is not a JSON array of strings.
 pub fn baggage_parse(data: &[u8]) -> bool {
-    use kest_core::baggage::{unpack, Baggage, PackOptions, PassportSource};
+    use kest_core::baggage::{Baggage, PackOptions, PassportSource, unpack};
     let Ok(text) = std::str::from_utf8(data) else { return false };
     let Ok(baggage) = Baggage::parse(text) else { return false };
     let header = match baggage.to_header() {

@@ -57,7 +57,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Err(KestError::Denied { policy, .. }) => {
                 println!("publish before validation: denied by {policy}")
             }
-            other => panic!("raw web data must not be published: {other:?}"),
+            other => {
+                return Err(KestError::Config(kest::runtime::ConfigError::Invalid(format!(
+                    "raw web data must not be published, got {other:?}"
+                ))));
+            }
         }
         validate(&format!("{data} {page}"))?;
         println!("publish after validation: {} bytes", publish(&page)?);

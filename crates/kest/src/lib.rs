@@ -12,10 +12,13 @@ pub use kest_core as core;
 pub mod cache;
 pub mod error;
 pub mod hook;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod identity;
 pub mod keyfile;
 pub mod lineage;
 pub mod policy;
+pub mod propagation;
 pub mod runtime;
 pub mod telemetry;
 

@@ -109,10 +109,54 @@ impl Lineage {
         }
     }
 
+    /// A flow continuing a verified passport at the given tips (e.g. the
+    /// `kest.chain_tip` received with it): the next entry names exactly
+    /// these as parents; none makes it a new root. Fails with
+    /// [`kest_core::DraftError::UnknownParent`] if a tip is not an entry of
+    /// the passport, or [`kest_core::DraftError::BadParentList`] if one is
+    /// repeated.
+    ///
+    /// ```
+    /// use kest::Lineage;
+    /// use kest_core::{Ed25519Signer, EntryDraft, Parents, Passport, TrustRules};
+    /// let signer = Ed25519Signer::from_seed("spiffe://demo/a", [3u8; 32]);
+    /// let mut passport = Passport::new();
+    /// let root = passport.record(&EntryDraft::new("root"), &signer, &TrustRules::default()).unwrap();
+    /// let mut other = EntryDraft::new("other");
+    /// other.parents = Parents::Root;
+    /// passport.record(&other, &signer, &TrustRules::default()).unwrap();
+    /// assert_eq!(passport.tips().len(), 2);
+    /// let flow = Lineage::from_passport_at(passport, vec![root]).unwrap();
+    /// assert_eq!(flow.tips(), vec![root]);
+    /// ```
+    pub fn from_passport_at(
+        passport: Passport,
+        tips: Vec<EntryHash>,
+    ) -> Result<Lineage, kest_core::DraftError> {
+        for (i, tip) in tips.iter().enumerate() {
+            if !passport.contains(tip) {
+                return Err(kest_core::DraftError::UnknownParent(*tip));
+            }
+            if tips[..i].contains(tip) {
+                return Err(kest_core::DraftError::BadParentList);
+            }
+        }
+        Ok(Lineage {
+            state: Arc::new(Mutex::new(FlowState { passport, tips, identity: FlowIdentity::default() })),
+        })
+    }
+
     /// Sets the flow's identity baggage.
     pub fn with_identity(self, identity: FlowIdentity) -> Lineage {
         self.lock().identity = identity;
         self
+    }
+
+    /// Replaces the flow's identity baggage in place, for every holder of
+    /// this flow (e.g. with values verified at the edge, which overwrite
+    /// propagated ones).
+    pub fn set_identity(&self, identity: FlowIdentity) {
+        self.lock().identity = identity;
     }
 
     /// Sets the end user.

@@ -37,7 +37,20 @@ pub trait CacheProvider: fmt::Debug + Send + Sync {
     /// The value under `key`, `None` when absent or expired.
     fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<String>, CacheError>>;
     /// Stores `value` under `key` for `ttl`.
-    fn set<'a>(&'a self, key: &'a str, value: &'a str, ttl: Duration) -> BoxFuture<'a, Result<(), CacheError>>;
+    fn set<'a>(
+        &'a self,
+        key: &'a str,
+        value: &'a str,
+        ttl: Duration,
+    ) -> BoxFuture<'a, Result<(), CacheError>>;
     /// Removes `key` (absent is not an error).
     fn delete<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), CacheError>>;
 }
+
+pub mod memory;
+#[cfg(feature = "redis")]
+pub mod redis;
+
+#[cfg(feature = "redis")]
+pub use self::redis::{RedisCache, RedisCacheBuilder};
+pub use memory::{MemoryCache, MemoryCacheBuilder};

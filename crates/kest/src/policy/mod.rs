@@ -4,8 +4,12 @@
 pub mod cache;
 #[cfg(feature = "cedar")]
 pub mod cedar;
+#[cfg(feature = "remote")]
+pub mod cedar_agent;
 pub mod context;
 pub mod mock;
+#[cfg(feature = "remote")]
+pub mod opa;
 #[cfg(feature = "rego")]
 pub mod rego;
 pub mod router;
@@ -19,8 +23,12 @@ use serde_json::Value;
 pub use cache::DecisionCache;
 #[cfg(feature = "cedar")]
 pub use cedar::{CedarEngine, CedarEngineBuilder};
+#[cfg(feature = "remote")]
+pub use cedar_agent::{CedarAgentEngine, CedarAgentEngineBuilder};
 pub use context::{Environment, EvaluationContext, Object, Subject, Tier};
 pub use mock::MockPolicyEngine;
+#[cfg(feature = "remote")]
+pub use opa::{OpaEngine, OpaEngineBuilder};
 #[cfg(feature = "rego")]
 pub use rego::{RegoEngine, RegoEngineBuilder};
 pub use router::RoutedEngine;

@@ -1,0 +1,129 @@
+//! The outbound propagator (SPEC §7.5): a `reqwest-middleware` middleware
+//! that carries the current flow into every request.
+//!
+//! For each request it
+//!
+//! - packs the passport of the current flow ([`Lineage::current`]) with its
+//!   [`Propagator`] (inline, compressed, or claim-checked into the cache),
+//!   and writes it with `kest.chain_tip` and the identity keys into the
+//!   `baggage` header, **merged** with the request's existing `baggage`:
+//!   unrelated members are kept byte for byte, earlier `kest.*` values
+//!   replaced. Outside any flow the `baggage` header is left as it is;
+//! - writes a `traceparent`: a valid one already on the request is kept,
+//!   else the current OpenTelemetry context's when valid, else a fresh
+//!   random one.
+//!
+//! A flow that cannot be packed (a claim check needed with no cache, or the
+//! cache down) fails the request before it is sent: an oversized header or
+//! an empty passport is never sent instead.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use kest::Lineage;
+//! use kest::http::KestPropagationMiddleware;
+//! use kest::propagation::Propagator;
+//!
+//! let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+//!     .with(KestPropagationMiddleware::new(Propagator::new()))
+//!     .build();
+//! // Inside a flow (a handler behind `LineageLayer`, or an explicit scope):
+//! let flow = Lineage::new().with_user("alice");
+//! let response = flow.scope(client.get("http://127.0.0.1:8080/next").send()).await?;
+//! # let _ = response; Ok(()) }
+//! ```
+
+use http::{Extensions, HeaderMap, HeaderValue};
+use kest_core::baggage::BaggageError;
+use reqwest_middleware::{Middleware, Next};
+
+use super::BAGGAGE;
+use super::traceparent::{TRACEPARENT, TraceParent};
+use crate::lineage::Lineage;
+use crate::propagation::{PropagationError, Propagator};
+
+/// Writes the current flow's passport, identity keys and a `traceparent`
+/// into every request (see the [module docs](self)).
+#[derive(Debug, Clone, Default)]
+pub struct KestPropagationMiddleware {
+    propagator: Propagator,
+}
+
+fn not_ascii() -> PropagationError {
+    PropagationError::Baggage(BaggageError::BadMember {
+        index: 0,
+        reason: "the request's baggage header is not visible ASCII".into(),
+    })
+}
+
+impl KestPropagationMiddleware {
+    /// A middleware packing with this propagator.
+    pub fn new(propagator: Propagator) -> KestPropagationMiddleware {
+        KestPropagationMiddleware { propagator }
+    }
+
+    /// The propagator.
+    pub fn propagator(&self) -> &Propagator {
+        &self.propagator
+    }
+
+    /// Writes `lineage` (when given) and a `traceparent` into `headers`, as
+    /// the middleware does for each request; for clients other than
+    /// reqwest. On error `headers` is left unchanged.
+    pub async fn write_headers(
+        &self,
+        lineage: Option<&Lineage>,
+        headers: &mut HeaderMap,
+    ) -> Result<(), PropagationError> {
+        let baggage_value = match lineage {
+            None => None,
+            Some(lineage) => {
+                let mut existing: Option<String> = None;
+                for value in headers.get_all(BAGGAGE) {
+                    let text = value.to_str().map_err(|_| not_ascii())?;
+                    match &mut existing {
+                        None => existing = Some(text.to_owned()),
+                        Some(all) => {
+                            all.push(',');
+                            all.push_str(text);
+                        }
+                    }
+                }
+                let mut baggage = self.propagator.parse_header(existing.as_deref())?;
+                self.propagator.inject(lineage, &mut baggage).await?;
+                let header = baggage.to_header()?;
+                Some(HeaderValue::from_str(&header).map_err(|_| not_ascii())?)
+            }
+        };
+        if let Some(value) = baggage_value {
+            headers.insert(BAGGAGE, value);
+        }
+        let mut existing = headers.get_all(TRACEPARENT).iter();
+        let keep = match (existing.next(), existing.next()) {
+            (Some(one), None) => one.to_str().ok().is_some_and(|v| TraceParent::parse(v).is_ok()),
+            _ => false,
+        };
+        if !keep {
+            let traceparent = TraceParent::current_or_random().to_string();
+            if let Ok(value) = HeaderValue::from_str(&traceparent) {
+                headers.insert(TRACEPARENT, value);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Middleware for KestPropagationMiddleware {
+    async fn handle(
+        &self,
+        mut request: reqwest::Request,
+        extensions: &mut Extensions,
+        next: Next<'_>,
+    ) -> reqwest_middleware::Result<reqwest::Response> {
+        let lineage = Lineage::current();
+        self.write_headers(lineage.as_ref(), request.headers_mut())
+            .await
+            .map_err(reqwest_middleware::Error::middleware)?;
+        next.run(request, extensions).await
+    }
+}

@@ -137,3 +137,42 @@ pub fn respond_with_passport<B>(mut response: Response<B>) -> Response<B> {
     response.extensions_mut().insert(ReturnPassport);
     response
 }
+
+/// The HTTP answer for a hooked call that Kest refused or could not record:
+/// 403 `{"error":"policy_denied"|"policy_failed","policy","tier","message"}`
+/// when a policy denied the operation or could not be evaluated (the
+/// operation did not run), 500 `{"error":"kest","message"}` otherwise.
+///
+/// ```
+/// use kest::policy::Tier;
+/// let denied = kest::KestError::Denied {
+///     policy: "send_email".into(),
+///     tier: Tier::Function,
+///     operation: "send".into(),
+///     entry_id: "e".into(),
+///     workload: "w".into(),
+/// };
+/// let response = kest::http::kest_error_response(&denied);
+/// assert_eq!(response.status(), 403);
+/// assert!(response.body().contains("\"policy\":\"send_email\""));
+/// ```
+pub fn kest_error_response(error: &crate::KestError) -> Response<String> {
+    let (status, body) = match (error, error.policy()) {
+        (crate::KestError::Denied { .. }, Some((policy, tier))) => (
+            StatusCode::FORBIDDEN,
+            serde_json::json!({ "error": "policy_denied", "policy": policy, "tier": tier.as_str(), "message": error.to_string() }),
+        ),
+        (_, Some((policy, tier))) => (
+            StatusCode::FORBIDDEN,
+            serde_json::json!({ "error": "policy_failed", "policy": policy, "tier": tier.as_str(), "message": error.to_string() }),
+        ),
+        _ => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            serde_json::json!({ "error": "kest", "message": error.to_string() }),
+        ),
+    };
+    let mut response = Response::new(body.to_string());
+    *response.status_mut() = status;
+    response.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}

@@ -146,7 +146,8 @@ pub fn key_is_simple(key: &str) -> bool {
 }
 
 /// Whether `serde_json`'s compact output of `value` is already its RFC 8785
-/// form: integers only (magnitude ≤ 2^53) and simple keys throughout.
+/// form: integers only (magnitude ≤ 2^53), simple keys throughout, and
+/// every object's members iterating in sorted order.
 /// String escaping is the same in both (ECMAScript `JSON.stringify` and
 /// `serde_json` escape exactly `"`, `\` and control characters, with the
 /// same short forms and lowercase `\u00xx`).
@@ -159,7 +160,13 @@ pub fn is_jcs_simple(value: &Value) -> bool {
             _ => false,
         },
         Value::Array(items) => items.iter().all(is_jcs_simple),
-        Value::Object(map) => map.iter().all(|(k, v)| key_is_simple(k) && is_jcs_simple(v)),
+        // Members must already iterate in sorted order: with serde_json's
+        // `preserve_order` feature (which any crate in a build can turn on)
+        // a map keeps insertion order, and its output would not be sorted.
+        Value::Object(map) => {
+            map.keys().zip(map.keys().skip(1)).all(|(a, b)| a < b)
+                && map.iter().all(|(k, v)| key_is_simple(k) && is_jcs_simple(v))
+        }
     }
 }
 
@@ -202,11 +209,17 @@ mod tests {
             r#"[]"#,
             r#"{"n":-9007199254740992}"#,
         ];
+        // Whatever the map implementation (serde_json's `preserve_order`
+        // keeps insertion order), both paths give the same bytes.
         for doc in docs {
             let v: Value = serde_json::from_str(doc).unwrap_or(Value::Null);
-            assert!(is_jcs_simple(&v), "{doc}");
             assert_eq!(canonicalize_value(&v).ok(), canonicalize(&v).ok(), "{doc}");
         }
+        let sorted: Value =
+            serde_json::from_str(r#"{"a":[{"b":null,"c":-1}],"d":"é"}"#).unwrap_or(Value::Null);
+        assert!(is_jcs_simple(&sorted));
+        let unsorted: Value = serde_json::from_str(r#"{"b":1,"a":2}"#).unwrap_or(Value::Null);
+        assert_eq!(canonicalize_value(&unsorted).ok(), Some(br#"{"a":2,"b":1}"#.to_vec()));
         for doc in [r#"{"x":1.5}"#, r#"{"x":9007199254740993}"#, r#"{"\uffff":1,"\ud83d\ude00":2}"#] {
             let v: Value = serde_json::from_str(doc).unwrap_or(Value::Null);
             assert!(!is_jcs_simple(&v), "{doc}");

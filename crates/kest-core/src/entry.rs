@@ -235,9 +235,11 @@ impl KestEntry {
             return Err(invalid("trust_score", format!("{} is outside 0..=100", self.trust_score)));
         }
         for (name, hash) in [("input_hash", &self.input_hash), ("content_hash", &self.content_hash)] {
-            digest_or_empty(name, Value::String(hash.clone()))?;
+            if !hash.is_empty() && parse_hex32_lower(hash).is_none() {
+                return Err(invalid(name, "must be empty or 64 lowercase hex digits".into()));
+            }
         }
-        labels(Value::Object(self.labels.clone().into_iter().collect())).map(|_| ())
+        check_principal(&self.labels)
     }
 
     /// Decodes and validates a payload object.
@@ -394,12 +396,17 @@ fn digest_or_empty(name: &str, value: Value) -> Result<String, FieldError> {
 
 fn labels(value: Value) -> Result<BTreeMap<String, Value>, FieldError> {
     let labels: BTreeMap<String, Value> = object("labels", value)?.into_iter().collect();
+    check_principal(&labels)?;
+    Ok(labels)
+}
+
+fn check_principal(labels: &BTreeMap<String, Value>) -> Result<(), FieldError> {
     match labels.get(LABEL_PRINCIPAL) {
         None => Err(FieldError::Missing("labels.principal".into())),
         Some(Value::String(p)) if p.is_empty() => {
             Err(invalid("labels.principal", "must not be empty".into()))
         }
-        Some(Value::String(_)) => Ok(labels),
+        Some(Value::String(_)) => Ok(()),
         Some(_) => Err(FieldError::WrongType { name: "labels.principal".into(), expected: "a string" }),
     }
 }

@@ -455,6 +455,14 @@ impl Propagator {
         };
         let tips = match chain_tip {
             None => passport.tips().to_vec(),
+            // "0" says "start a new root": with history attached that would
+            // let the sender detach the next entry from its lineage (fresh
+            // trust, no inherited taints). Refused.
+            Some(tips) if tips.is_empty() && !passport.is_empty() => {
+                return Err(PropagationError::BadChainTip {
+                    reason: "chain tip \"0\" (a new root) with a non-empty passport".into(),
+                });
+            }
             Some(tips) => {
                 if let Some(tip) = tips.iter().find(|t| !passport.contains(t)) {
                     return Err(PropagationError::TipNotInPassport { tip: *tip });

@@ -475,6 +475,13 @@ async fn chain_tips_are_honoured_and_checked() {
     assert!(matches!(err, PropagationError::BadChainTip { .. }), "{err:?}");
     assert_eq!(err.http_status(), 400);
 
+    // "0" (start a new root) while carrying history would detach the next
+    // entry from its lineage: refused.
+    b.set(KEST_CHAIN_TIP, "0").unwrap();
+    let err = p.extract(&b, &verifier).await.unwrap_err();
+    assert!(matches!(err, PropagationError::BadChainTip { .. }), "{err:?}");
+    assert_eq!(err.http_status(), 400);
+
     // Tips without any passport.
     let mut b = Baggage::new();
     b.set(KEST_CHAIN_TIP, a.to_string()).unwrap();

@@ -206,22 +206,29 @@ impl Lineage {
     /// occurrence kept) and the next entry's parents become the tips of all
     /// branches (fan-in).
     pub fn join<'a>(&self, branches: impl IntoIterator<Item = &'a Lineage>) {
+        // Read every branch first (never holding two locks), then merge
+        // under one lock of this flow. Joining no branch changes nothing.
+        let snapshots: Vec<(Passport, Vec<EntryHash>)> = branches
+            .into_iter()
+            .filter(|b| !Arc::ptr_eq(&b.state, &self.state))
+            .map(|b| {
+                let s = b.lock();
+                (s.passport.clone(), s.tips.clone())
+            })
+            .collect();
+        if snapshots.is_empty() {
+            return;
+        }
+        let mut s = self.lock();
         let mut merged_tips: Vec<EntryHash> = Vec::new();
-        let mut passport = self.passport();
-        for branch in branches {
-            let (branch_passport, branch_tips) = {
-                let b = branch.lock();
-                (b.passport.clone(), b.tips.clone())
-            };
-            passport = passport.merge(&branch_passport);
+        for (branch_passport, branch_tips) in &snapshots {
+            s.passport = s.passport.merge(branch_passport);
             for tip in branch_tips {
-                if !merged_tips.contains(&tip) {
-                    merged_tips.push(tip);
+                if !merged_tips.contains(tip) {
+                    merged_tips.push(*tip);
                 }
             }
         }
-        let mut s = self.lock();
-        s.passport = passport;
         s.tips = merged_tips;
     }
 
@@ -356,5 +363,26 @@ pub fn join<'a>(branches: impl IntoIterator<Item = &'a Lineage>) -> bool {
             true
         }
         None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn joining_nothing_or_itself_keeps_the_tips() {
+        let signer = kest_core::Ed25519Signer::from_seed("spiffe://t/a", [3u8; 32]);
+        let mut passport = Passport::new();
+        passport
+            .record(&kest_core::EntryDraft::new("a"), &signer, &kest_core::TrustRules::default())
+            .unwrap();
+        let flow = Lineage::from_passport(passport);
+        let tips = flow.tips();
+        assert_eq!(tips.len(), 1);
+        flow.join(std::iter::empty());
+        assert_eq!(flow.tips(), tips, "joining no branch changes nothing");
+        flow.join([&flow.clone()]);
+        assert_eq!(flow.tips(), tips, "joining itself neither deadlocks nor changes anything");
     }
 }

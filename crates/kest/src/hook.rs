@@ -429,7 +429,7 @@ impl Verified {
         if let Some(e) = &call.evaluator {
             rules.evaluator = Arc::clone(e);
         }
-        let draft = self.draft(&snapshot.tips, &user, &agent, &task, call);
+        let draft = self.draft(&snapshot.tips, &user, &agent, &task, call)?;
         let parent_refs: Vec<&Entry> = snapshot.parents.iter().map(|p| p.as_ref()).collect();
         let mut entry = prepare_entry(&parent_refs, &draft, identity.principal(), &rules)?;
 
@@ -525,7 +525,7 @@ impl Verified {
         agent: &Option<String>,
         task: &Option<String>,
         call: &CallContext,
-    ) -> EntryDraft {
+    ) -> Result<EntryDraft, KestError> {
         let mut draft = EntryDraft::new(self.operation.clone());
         draft.classification = self.classification;
         draft.source_type = self.source_type.clone();
@@ -534,15 +534,25 @@ impl Verified {
         draft.trust_override = self.trust_override;
         draft.parents = if tips.is_empty() { Parents::Root } else { Parents::Explicit(tips.to_vec()) };
         if user.is_some() || agent.is_some() || task.is_some() {
-            let ident = serde_json::json!({ "user": user, "agent": agent, "task": task });
-            draft.labels.insert(LABEL_IDENTITY.into(), ident.to_string());
+            // A struct, not a `json!` map: the member order (`user`, `agent`,
+            // `task`, as SPEC §2.1 writes it) must not depend on whether some
+            // crate in the build turned on serde_json's `preserve_order`.
+            #[derive(Serialize)]
+            struct IdentityLabel<'a> {
+                user: &'a Option<String>,
+                agent: &'a Option<String>,
+                task: &'a Option<String>,
+            }
+            let label = serde_json::to_string(&IdentityLabel { user, agent, task })
+                .map_err(|e| KestError::Hash { what: "identity label", message: e.to_string() })?;
+            draft.labels.insert(LABEL_IDENTITY.into(), label);
         }
         if let Some(attr) = &call.resource_attr {
             draft.labels.insert(LABEL_RESOURCE_ATTR.into(), Value::Object(attr.clone()).to_string());
         }
         draft.input_hash = call.input_hash.clone().unwrap_or_default();
         draft.metadata = call.metadata.clone().unwrap_or(Value::Null);
-        draft
+        Ok(draft)
     }
 
     /// Concludes one check: a cached or fresh decision, or the error that

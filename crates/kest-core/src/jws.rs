@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::encoding::{b64url_decode, b64url_encode};
+use crate::encoding::b64url_decode;
 use crate::error::{EntryError, FieldError, Segment};
 use crate::json::parse_strict;
 
@@ -138,8 +138,12 @@ fn parse_header(bytes: &[u8], max_depth: usize) -> Result<JwsHeader, EntryError>
 
 /// Assembles `BASE64URL(header) "." BASE64URL(payload)`, the signing input.
 pub fn signing_input(header_json: &str, payload: &[u8]) -> String {
-    let mut out = b64url_encode(header_json.as_bytes());
+    use base64::Engine as _;
+    let engine = &base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    // One buffer, sized for the signature segment that is appended later.
+    let mut out = String::with_capacity((header_json.len() + payload.len() + 64) * 4 / 3 + 8);
+    engine.encode_string(header_json.as_bytes(), &mut out);
     out.push('.');
-    out.push_str(&b64url_encode(payload));
+    engine.encode_string(payload, &mut out);
     out
 }

@@ -114,7 +114,9 @@ pub fn sign_entry(entry: KestEntry, signer: &dyn Signer) -> Result<SignedEntry, 
         // in RFC 8785 order), and nothing is rounded: the entry in memory is
         // exactly what is signed. Validate it as a verifier would.
         entry.validate().map_err(|e| SignError(format!("the entry would not verify: {e}")))?;
-        (serde_json::to_vec(&entry).map_err(|e| SignError(e.to_string()))?, entry)
+        let mut payload = Vec::with_capacity(1024);
+        serde_json::to_writer(&mut payload, &entry).map_err(|e| SignError(e.to_string()))?;
+        (payload, entry)
     } else {
         let payload = crate::json::canonicalize(&entry).map_err(|e| SignError(e.to_string()))?;
         // Keep exactly what is signed, read back the way a verifier reads

@@ -225,24 +225,20 @@ impl CallContext {
         CallContext::default()
     }
     /// The end user (else the flow's `kest.user`).
-    pub fn user(mut self, user: impl Into<String>) -> Self {
-        self.user = Some(user.into());
-        self
+    pub fn user(self, user: impl Into<String>) -> Self {
+        self.set_user(Some(user.into()))
     }
     /// The agent (else the flow's `kest.agent`).
-    pub fn agent(mut self, agent: impl Into<String>) -> Self {
-        self.agent = Some(agent.into());
-        self
+    pub fn agent(self, agent: impl Into<String>) -> Self {
+        self.set_agent(Some(agent.into()))
     }
     /// The task (else the flow's `kest.task`).
-    pub fn task(mut self, task: impl Into<String>) -> Self {
-        self.task = Some(task.into());
-        self
+    pub fn task(self, task: impl Into<String>) -> Self {
+        self.set_task(Some(task.into()))
     }
     /// The resource acted on.
-    pub fn resource_id(mut self, id: impl Into<String>) -> Self {
-        self.resource_id = Some(id.into());
-        self
+    pub fn resource_id(self, id: impl Into<String>) -> Self {
+        self.set_resource_id(Some(id.into()))
     }
     /// Resource attributes (policy `object.attributes`, label `kest.resource_attr`).
     pub fn resource_attr(mut self, attributes: Map<String, Value>) -> Self {
@@ -267,18 +263,6 @@ impl CallContext {
     /// Sets or clears the resource id (macro resolvers).
     pub fn set_resource_id(mut self, id: Option<String>) -> Self {
         self.resource_id = id;
-        self
-    }
-    /// Optional user values: `None` leaves the flow's value.
-    pub fn identity_values(
-        mut self,
-        user: Option<String>,
-        agent: Option<String>,
-        task: Option<String>,
-    ) -> Self {
-        self.user = user.or(self.user);
-        self.agent = agent.or(self.agent);
-        self.task = task.or(self.task);
         self
     }
     /// Hashes `inputs` (RFC 8785, SHA-256) into the entry's `input_hash`.

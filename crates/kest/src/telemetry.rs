@@ -63,21 +63,17 @@ impl HookSpan {
         lineage: &Lineage,
     ) {
         if self.span.is_recording() {
-            let parent_hash = lineage
-                .passport()
+            // Only serialized when a real tracer records the span.
+            let passport = lineage.passport();
+            let parent_hash = passport
                 .get(hash)
-                .map(|e| {
-                    if e.is_root() {
-                        "0".to_owned()
-                    } else {
-                        e.parents().iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
-                    }
-                })
+                .filter(|e| !e.is_root())
+                .map(|e| e.parents().iter().map(ToString::to_string).collect::<Vec<_>>().join(","))
                 .unwrap_or_else(|| "0".to_owned());
             self.span.set_attributes([
                 KeyValue::new("kest.signature", jws.to_owned()),
                 KeyValue::new("kest.parent_hash", parent_hash),
-                KeyValue::new("kest.passport", lineage.passport().to_json()),
+                KeyValue::new("kest.passport", passport.to_json()),
                 KeyValue::new("kest.entry_id", entry_id.to_owned()),
                 KeyValue::new("kest.workload_id", workload.to_owned()),
                 KeyValue::new("kest.trust_score", i64::from(trust)),

@@ -42,6 +42,36 @@ pub enum KestError {
         /// The engine's error.
         source: PolicyError,
     },
+    /// Deviations skipped every policy of the call and the configuration
+    /// does not allow fully deviated operations (SPEC §5); it did not run.
+    #[error("no policy evaluated for `{operation}`: deviations skipped every policy ({})", skipped.join(", "))]
+    NoPolicyEvaluated {
+        /// The operation.
+        operation: String,
+        /// The skipped policies, `tier:policy`.
+        skipped: Vec<String>,
+    },
+    /// The identity cannot sign now (e.g. its token expired); the operation
+    /// did not run.
+    #[error("identity `{workload}` cannot sign: {source}")]
+    NotReady {
+        /// The workload.
+        workload: String,
+        /// Why.
+        source: SignError,
+    },
+    /// The operation ran but its entry could not be signed or appended; its
+    /// output is withheld (SPEC §5, no execution without lineage).
+    #[error("`{operation}` ran but could not be recorded: {source}")]
+    Unrecorded {
+        /// The operation.
+        operation: String,
+        /// Why recording failed.
+        source: Box<KestError>,
+    },
+    /// The call was cancelled before its result could be taken.
+    #[error("the call was cancelled")]
+    Cancelled,
     /// The hook's parameters or the runtime configuration are invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
@@ -65,10 +95,32 @@ pub enum KestError {
 }
 
 impl KestError {
+    /// A stable, machine-readable kind (for logs and HTTP bodies).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            KestError::NoIdentity => "no_identity",
+            KestError::NoEngine => "no_engine",
+            KestError::Denied { .. } => "policy_denied",
+            KestError::PolicyFailed { .. } => "policy_failed",
+            KestError::NoPolicyEvaluated { .. } => "no_policy_evaluated",
+            KestError::NotReady { .. } => "identity_not_ready",
+            KestError::Unrecorded { .. } => "unrecorded",
+            KestError::Cancelled => "cancelled",
+            KestError::Config(_) => "config",
+            KestError::Draft(_) => "draft",
+            KestError::Sign(_) => "sign",
+            KestError::Append(_) => "append",
+            KestError::Hash { .. } => "hash",
+        }
+    }
+
     /// Whether the operation was refused by authorization (denial or policy
     /// failure).
     pub fn is_authorization(&self) -> bool {
-        matches!(self, KestError::Denied { .. } | KestError::PolicyFailed { .. })
+        matches!(
+            self,
+            KestError::Denied { .. } | KestError::PolicyFailed { .. } | KestError::NoPolicyEvaluated { .. }
+        )
     }
 
     /// The policy and tier that refused the operation, if any.
@@ -84,7 +136,8 @@ impl KestError {
 
 /// The outcome of a hooked fallible operation: either Kest refused or
 /// failed to record (`Kest`), or the operation itself failed (`Operation`,
-/// returned unchanged after a `failed_execution` entry was recorded).
+/// returned unchanged after a `failed_execution` entry was recorded), or it
+/// failed and its failure could not be recorded (`Unrecorded`).
 #[derive(Debug, thiserror::Error)]
 pub enum HookError<E> {
     /// Kest refused the call or could not record it.
@@ -93,6 +146,15 @@ pub enum HookError<E> {
     /// The operation returned this error.
     #[error("operation failed: {0}")]
     Operation(E),
+    /// The operation returned `error` and its `failed_execution` entry could
+    /// not be recorded (`source` is [`KestError::Unrecorded`]).
+    #[error("{source}")]
+    Unrecorded {
+        /// The operation's own error.
+        error: E,
+        /// Why the failure could not be recorded.
+        source: KestError,
+    },
 }
 
 impl<E> HookError<E> {
@@ -102,7 +164,7 @@ impl<E> HookError<E> {
         E: From<KestError>,
     {
         match self {
-            HookError::Kest(k) => E::from(k),
+            HookError::Kest(k) | HookError::Unrecorded { source: k, .. } => E::from(k),
             HookError::Operation(e) => e,
         }
     }

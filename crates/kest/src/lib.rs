@@ -48,7 +48,7 @@ pub mod __private {
     pub fn infallible_hook_error(e: HookError<core::convert::Infallible>) -> KestError {
         match e {
             HookError::Kest(k) => k,
-            HookError::Operation(never) => match never {},
+            HookError::Operation(never) | HookError::Unrecorded { error: never, .. } => match never {},
         }
     }
 

@@ -59,6 +59,9 @@ struct FlowState {
     /// Where the next entry attaches (normally the passport's tips).
     tips: Vec<EntryHash>,
     identity: FlowIdentity,
+    /// The origin a root of this flow is scored with at most (an entry
+    /// point's ingress origin, SPEC §7.5).
+    ingress_origin: Option<String>,
 }
 
 /// A handle to one logical flow; clones share the flow.
@@ -76,6 +79,8 @@ pub struct Snapshot {
     pub tips: Vec<EntryHash>,
     /// The flow's identity baggage.
     pub identity: FlowIdentity,
+    /// The origin a root entry of this flow is scored with at most.
+    pub ingress_origin: Option<String>,
 }
 
 thread_local! {
@@ -104,8 +109,21 @@ impl Lineage {
     /// The next entry attaches to the passport's tips.
     pub fn from_passport(passport: Passport) -> Lineage {
         let tips = passport.tips().to_vec();
+        Lineage { state: Arc::new(Mutex::new(FlowState { passport, tips, ..FlowState::default() })) }
+    }
+
+    /// A new flow started at an entry point (SPEC §7.5): a root entry in it
+    /// is scored with `origin` — a root's declared origin is kept only when
+    /// it scores no higher — so an entry point never starts an `internal`
+    /// flow from outside input.
+    ///
+    /// ```
+    /// let flow = kest::Lineage::entry_point("user_input");
+    /// assert_eq!(flow.snapshot().ingress_origin.as_deref(), Some("user_input"));
+    /// ```
+    pub fn entry_point(origin: impl Into<String>) -> Lineage {
         Lineage {
-            state: Arc::new(Mutex::new(FlowState { passport, tips, identity: FlowIdentity::default() })),
+            state: Arc::new(Mutex::new(FlowState { ingress_origin: Some(origin.into()), ..FlowState::default() })),
         }
     }
 
@@ -141,9 +159,7 @@ impl Lineage {
                 return Err(kest_core::DraftError::BadParentList);
             }
         }
-        Ok(Lineage {
-            state: Arc::new(Mutex::new(FlowState { passport, tips, identity: FlowIdentity::default() })),
-        })
+        Ok(Lineage { state: Arc::new(Mutex::new(FlowState { passport, tips, ..FlowState::default() })) })
     }
 
     /// Sets the flow's identity baggage.
@@ -198,6 +214,7 @@ impl Lineage {
                 passport: s.passport.clone(),
                 tips: s.tips.clone(),
                 identity: s.identity.clone(),
+                ingress_origin: s.ingress_origin.clone(),
             })),
         }
     }
@@ -251,7 +268,12 @@ impl Lineage {
     pub fn snapshot(&self) -> Snapshot {
         let s = self.lock();
         let parents = s.tips.iter().filter_map(|t| s.passport.get(t).cloned()).collect();
-        Snapshot { parents, tips: s.tips.clone(), identity: s.identity.clone() }
+        Snapshot {
+            parents,
+            tips: s.tips.clone(),
+            identity: s.identity.clone(),
+            ingress_origin: s.ingress_origin.clone(),
+        }
     }
 
     /// Appends a signed entry built on `parents` and moves the tips: the

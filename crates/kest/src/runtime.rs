@@ -35,6 +35,12 @@ pub enum ConfigError {
 }
 
 /// An approved exception: skips one policy of one tier for one scope.
+///
+/// The scope is a *qualified* operation name (`module::path::fn`, as
+/// `#[kest::verified]` records it, or the operation name given explicitly
+/// to [`crate::Verified::builder`] / the macro's `operation`), or the
+/// application name: a function elsewhere with the same bare name is not
+/// covered.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeviationRule {
@@ -42,8 +48,8 @@ pub struct DeviationRule {
     pub scope: String,
     /// The skipped policy.
     pub policy: String,
-    /// Its tier.
-    pub tier: String,
+    /// Its tier (`enterprise`, `platform`, `application`/`app`, `function`).
+    pub tier: Tier,
     /// Why it was approved.
     pub reason: Option<String>,
     /// Who approved it.
@@ -75,6 +81,7 @@ pub struct Kest {
     pub(crate) application: Vec<String>,
     pub(crate) deviations: Vec<DeviationRule>,
     pub(crate) app_name: Option<String>,
+    pub(crate) allow_fully_deviated: bool,
 }
 
 impl Kest {
@@ -120,13 +127,19 @@ impl Kest {
         }
     }
 
-    /// The deviations active for `operation` (scope = the operation or the
-    /// application name).
-    pub fn active_deviations(&self, operation: &str) -> Vec<&DeviationRule> {
+    /// The deviations active for an operation's scope name (its qualified
+    /// name, see [`crate::Verified::scope_name`]) or the application name.
+    pub fn active_deviations(&self, scope_name: &str) -> Vec<&DeviationRule> {
         self.deviations
             .iter()
-            .filter(|d| d.scope == operation || self.app_name.as_deref() == Some(d.scope.as_str()))
+            .filter(|d| d.scope == scope_name || self.app_name.as_deref() == Some(d.scope.as_str()))
             .collect()
+    }
+
+    /// Whether a call whose deviations skip every policy may run (default
+    /// `false`: it is refused with `no_policy_evaluated`).
+    pub fn allows_fully_deviated(&self) -> bool {
+        self.allow_fully_deviated
     }
 }
 
@@ -145,6 +158,7 @@ pub struct KestBuilder {
     application: Vec<String>,
     deviations: Vec<DeviationRule>,
     app_name: Option<String>,
+    allow_fully_deviated: bool,
 }
 
 fn names<I: IntoIterator<Item = S>, S: Into<String>>(list: I) -> Vec<String> {
@@ -212,12 +226,20 @@ impl KestBuilder {
         self.app_name = Some(name.into());
         self
     }
+    /// Lets a call run when deviations skip *every* one of its policies
+    /// (default: refused with `no_policy_evaluated`). The signed entry still
+    /// records every deviation used.
+    pub fn allow_fully_deviated(mut self, allow: bool) -> Self {
+        self.allow_fully_deviated = allow;
+        self
+    }
 
     /// Applies `KEST_*` environment variables over what is set so far:
     /// `KEST_ENTERPRISE_POLICIES`, `KEST_PLATFORM_POLICIES`,
     /// `KEST_APP_POLICIES` (comma-separated), `KEST_APP_NAME`,
     /// `KEST_DEFAULT_ORIGIN`, `KEST_ORIGINS` (`name=score,...`),
-    /// `KEST_DEVIATIONS` (a JSON array of deviation objects) and
+    /// `KEST_DEVIATIONS` (a JSON array of deviation objects),
+    /// `KEST_ALLOW_FULLY_DEVIATED` (`true`/`false`) and
     /// `KEST_POLICY_CACHE_TTL` (seconds).
     pub fn with_env(self) -> Result<Self, ConfigError> {
         self.with_env_lookup(|k| std::env::var(k).ok())
@@ -239,6 +261,17 @@ impl KestBuilder {
         }
         if let Some(v) = var("KEST_APP_NAME") {
             self.app_name = Some(v);
+        }
+        if let Some(v) = var("KEST_ALLOW_FULLY_DEVIATED") {
+            self.allow_fully_deviated = match v.trim() {
+                "true" | "1" => true,
+                "false" | "0" | "" => false,
+                other => {
+                    return Err(ConfigError::Invalid(format!(
+                        "KEST_ALLOW_FULLY_DEVIATED: `{other}` is not true or false"
+                    )));
+                }
+            };
         }
         if let Some(v) = var("KEST_DEFAULT_ORIGIN") {
             self.default_root_origin = Some(v);
@@ -310,6 +343,9 @@ impl KestBuilder {
         if let Some(name) = file.app_name {
             self.app_name = Some(name);
         }
+        if let Some(allow) = file.allow_fully_deviated {
+            self.allow_fully_deviated = allow;
+        }
         Ok(self)
     }
 
@@ -325,9 +361,6 @@ impl KestBuilder {
             return Err(ConfigError::Invalid(format!("default root origin `{o}` is not a known origin")));
         }
         for d in &self.deviations {
-            d.tier
-                .parse::<Tier>()
-                .map_err(|e| ConfigError::Invalid(format!("deviation for `{}`: {e}", d.policy)))?;
             if d.scope.is_empty() || d.policy.is_empty() {
                 return Err(ConfigError::Invalid("a deviation needs a scope and a policy".into()));
             }
@@ -359,6 +392,7 @@ impl KestBuilder {
             application: self.application,
             deviations: self.deviations,
             app_name: self.app_name,
+            allow_fully_deviated: self.allow_fully_deviated,
         })
     }
 }
@@ -389,6 +423,8 @@ impl KestBuilder {
 pub struct FileConfig {
     /// Application name (a deviation scope).
     pub app_name: Option<String>,
+    /// Whether a call whose deviations skip every policy may run.
+    pub allow_fully_deviated: Option<bool>,
     /// Tier policy lists.
     pub policies: Option<FilePolicies>,
     /// Deviations.
@@ -494,7 +530,7 @@ mod tests {
     fn unknown_toml_keys_and_bad_values_are_errors() {
         assert!(Kest::builder().with_toml_str("[policies]\nenterprize = []").is_err());
         let bad_tier = "[[deviations]]\nscope = \"x\"\npolicy = \"p\"\ntier = \"galactic\"";
-        assert!(Kest::builder().with_toml_str(bad_tier).unwrap().build().is_err());
+        assert!(Kest::builder().with_toml_str(bad_tier).is_err(), "a tier is typed: unknown names are refused");
         let protected = "[trust]\norigins = { internet = 100 }";
         assert!(Kest::builder().with_toml_str(protected).unwrap().build().is_err(), "defaults are protected");
         let unknown_default = "[trust]\ndefault_root_origin = \"nowhere\"";

@@ -42,7 +42,7 @@ impl HookSpan {
     }
 
     /// Ends the span for a call that was refused or could not be recorded.
-    pub(crate) fn end_denied(mut self, error: &KestError) {
+    pub(crate) fn end_error(mut self, error: &KestError) {
         self.span.set_attribute(KeyValue::new("kest.operation", self.operation.clone()));
         if let Some((policy, tier)) = error.policy() {
             self.span.set_attribute(KeyValue::new("kest.denied_policy", policy.to_owned()));

@@ -316,7 +316,7 @@ fn a_deviation_skips_exactly_one_policy_and_is_recorded() {
     let deviation = DeviationRule {
         scope: "export".into(),
         policy: "ent".into(),
-        tier: "enterprise".into(),
+        tier: Tier::Enterprise,
         reason: Some("legal hold".into()),
         approver: Some("ciso".into()),
     };

@@ -5,7 +5,7 @@
 //! material never appears in `Debug`, logs or errors, and is zeroized on
 //! drop.
 
-use kest_core::Signer;
+use kest_core::{SignError, Signer};
 
 mod auto;
 mod local;
@@ -31,6 +31,14 @@ pub trait IdentityProvider: Signer {
     /// the token issuer.
     fn describe(&self) -> Vec<(String, String)> {
         Vec::new()
+    }
+
+    /// Whether this identity can sign *now* (SPEC §5, no execution without
+    /// lineage): the hook asks before the operation runs, so an expired
+    /// token or a missing key is an error before execution, not after. The
+    /// default is ready; providers with expiring credentials override it.
+    fn ready(&self) -> Result<(), SignError> {
+        Ok(())
     }
 
     /// The workload id (same as [`Signer::principal`]).

@@ -185,8 +185,14 @@ impl OIDCIdentity {
         PublicKey::Ed25519(self.signer.signing_key().verifying_key()).to_jwk(self.signer.principal())
     }
 
-    fn is_expired(&self) -> bool {
-        self.expires_at.is_some_and(|exp| exp <= SystemTime::now())
+    fn check_not_expired(&self) -> Result<(), SignError> {
+        if self.expires_at.is_some_and(|exp| exp <= SystemTime::now()) {
+            return Err(SignError(format!(
+                "the OIDC token {} has expired; reload the identity",
+                self.token_path.display()
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -210,12 +216,7 @@ impl Signer for OIDCIdentity {
         self.signer.algorithm()
     }
     fn sign(&self, signing_input: &[u8]) -> Result<Vec<u8>, SignError> {
-        if self.is_expired() {
-            return Err(SignError(format!(
-                "the OIDC token {} has expired; reload the identity",
-                self.token_path.display()
-            )));
-        }
+        self.check_not_expired()?;
         self.signer.sign(signing_input)
     }
     fn public_key(&self) -> Option<PublicKey> {
@@ -226,6 +227,9 @@ impl Signer for OIDCIdentity {
 impl IdentityProvider for OIDCIdentity {
     fn kind(&self) -> &'static str {
         "oidc"
+    }
+    fn ready(&self) -> Result<(), SignError> {
+        self.check_not_expired()
     }
     fn describe(&self) -> Vec<(String, String)> {
         let mut facts = vec![

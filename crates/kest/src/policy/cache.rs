@@ -1,29 +1,63 @@
 //! The decision cache in front of any engine (SPEC §6.2).
 //!
-//! Key: engine name, policy name and the SHA-256 of the RFC 8785 form of
-//! the evaluation context *without* the per-call `entry_id`, so decisions
+//! Key: the engine *instance* (never its display name: two engines can
+//! never share decisions), the tier, the policy name and a digest of the
+//! complete evaluation context *without* the per-call `entry_id` —
+//! including the tier's policy names and active deviations — so decisions
 //! are separated by user, agent, task, workload, trust score, taints,
-//! resource and lineage position. Sharded maps keep threads apart.
+//! resource, lineage position and plan. Sharded maps keep threads apart.
 
 use std::collections::HashMap;
-use std::hash::BuildHasher;
-use std::sync::RwLock;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use super::{Decision, PolicyInput, Tier};
+use super::{Decision, PolicyEngine, PolicyInput, Tier};
 
 const SHARDS: usize = 16;
 
 /// Environment variable with the TTL in seconds (default 5, `0` disables).
 pub const TTL_ENV: &str = "KEST_POLICY_CACHE_TTL";
 
-/// What a cached decision is keyed by: the engine, the tier, the policy
-/// and a digest of the evaluation context without per-call fields.
+/// An engine instance, compared by identity. The key holds the engine, so
+/// its address cannot be reused by another engine while a decision of it
+/// is cached.
+#[derive(Clone)]
+struct EngineInstance(Arc<dyn PolicyEngine>);
+
+impl EngineInstance {
+    fn address(&self) -> usize {
+        Arc::as_ptr(&self.0).cast::<()>() as usize
+    }
+}
+
+impl PartialEq for EngineInstance {
+    fn eq(&self, other: &Self) -> bool {
+        self.address() == other.address()
+    }
+}
+
+impl Eq for EngineInstance {}
+
+impl Hash for EngineInstance {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.address().hash(state);
+    }
+}
+
+impl std::fmt::Debug for EngineInstance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{:#x}", self.0.name(), self.address())
+    }
+}
+
+/// What a cached decision is keyed by: the engine instance, the tier, the
+/// policy and a digest of the evaluation context without per-call fields.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DecisionKey {
-    engine: String,
+    engine: EngineInstance,
     tier: Tier,
     policy: String,
     context: [u8; 32],
@@ -31,14 +65,14 @@ pub struct DecisionKey {
 
 impl DecisionKey {
     /// A key from a context digest (see [`context_digest`]).
-    pub fn new(engine: &str, tier: Tier, policy: &str, context: [u8; 32]) -> DecisionKey {
-        DecisionKey { engine: engine.to_owned(), tier, policy: policy.to_owned(), context }
+    pub fn new(engine: &Arc<dyn PolicyEngine>, tier: Tier, policy: &str, context: [u8; 32]) -> DecisionKey {
+        DecisionKey { engine: EngineInstance(Arc::clone(engine)), tier, policy: policy.to_owned(), context }
     }
 
     /// A key for a full policy input (digest of its JSON without
     /// `environment.entry_id`).
     /// `None` when the context cannot be canonicalized (then do not cache).
-    pub fn for_input(engine: &str, policy: &str, input: &PolicyInput) -> Option<DecisionKey> {
+    pub fn for_input(engine: &Arc<dyn PolicyEngine>, policy: &str, input: &PolicyInput) -> Option<DecisionKey> {
         let mut ctx = input.json().clone();
         if let Some(env) = ctx.get_mut("environment").and_then(|e| e.as_object_mut()) {
             env.remove("entry_id");
@@ -67,14 +101,19 @@ pub fn context_digest<T: serde::Serialize>(material: &T) -> Option<[u8; 32]> {
 /// A bounded TTL cache of policy decisions.
 ///
 /// ```
+/// use std::sync::Arc;
 /// use std::time::Duration;
-/// use kest::policy::{cache::DecisionKey, Decision, DecisionCache, PolicyInput};
+/// use kest::policy::{cache::DecisionKey, Decision, DecisionCache, MockPolicyEngine, PolicyEngine, PolicyInput};
 /// let cache = DecisionCache::new(Duration::from_secs(5), 1024);
 /// let input = PolicyInput::new(kest::policy::context::example_context());
-/// let key = DecisionKey::for_input("mock", "p", &input).unwrap();
+/// let engine: Arc<dyn PolicyEngine> = Arc::new(MockPolicyEngine::allow_all());
+/// let key = DecisionKey::for_input(&engine, "p", &input).unwrap();
 /// assert_eq!(cache.get(&key), None);
 /// cache.put(key.clone(), Decision::Allow);
 /// assert_eq!(cache.get(&key), Some(Decision::Allow));
+/// // Another engine with the same name never shares the decision.
+/// let twin: Arc<dyn PolicyEngine> = Arc::new(MockPolicyEngine::allow_all());
+/// assert_eq!(cache.get(&DecisionKey::for_input(&twin, "p", &input).unwrap()), None);
 /// cache.invalidate();
 /// assert_eq!(cache.get(&key), None);
 /// ```

@@ -1,10 +1,10 @@
 //! The evaluation context handed to every policy (SPEC §6.1).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// A policy tier, evaluated in this order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Tier {
     /// Enterprise-wide policies (configuration).
@@ -12,6 +12,7 @@ pub enum Tier {
     /// Platform policies (configuration).
     Platform,
     /// Application policies (configuration).
+    #[serde(alias = "app")]
     Application,
     /// The function's own policies (the hook's `policy`).
     Function,

@@ -50,6 +50,9 @@ pub struct Verifier {
     semantic: bool,
     limits: Limits,
     origins: OriginMap,
+    /// Principals allowed to raise trust; `None` = any marked escalation.
+    sanitizers: Option<Arc<BTreeSet<String>>>,
+    strict_origins: bool,
 }
 
 /// From this many signatures on, strict verification is spread over the
@@ -69,7 +72,14 @@ impl Verifier {
     /// A verifier for this key set with default limits and semantic checks
     /// off.
     pub fn new(keys: KeySet) -> Verifier {
-        Verifier { keys, semantic: false, limits: Limits::default(), origins: OriginMap::default() }
+        Verifier {
+            keys,
+            semantic: false,
+            limits: Limits::default(),
+            origins: OriginMap::default(),
+            sanitizers: None,
+            strict_origins: false,
+        }
     }
 
     /// Turns the semantic (lineage over assertion) checks on or off.
@@ -87,6 +97,37 @@ impl Verifier {
     /// Origins known to the semantic checks (defaults plus deployment ones).
     pub fn origins(mut self, origins: OriginMap) -> Verifier {
         self.origins = origins;
+        self
+    }
+
+    /// Restricts who may raise trust (SPEC §3): with this set, every
+    /// *escalation* — an entry whose `trust_score` exceeds the minimum of
+    /// its parents' scores, or at a root the score of its origin
+    /// (`kest.source_type` in the verifier's [`OriginMap`]; 10 when it has
+    /// no origin or an unknown one) — signed by a principal outside the set
+    /// is rejected (`trust_escalation`), whether it is marked by the
+    /// override label or the `sanitizer` classification or not at all.
+    /// Lowering trust is always allowed. An empty set forbids every
+    /// escalation. Without this call a marked escalation is accepted.
+    ///
+    /// Checked only with [`Verifier::semantic`] on.
+    pub fn sanitizers<I, S>(mut self, principals: I) -> Verifier
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.sanitizers = Some(Arc::new(principals.into_iter().map(Into::into).collect()));
+        self
+    }
+
+    /// Rejects a root whose `kest.source_type` label names an origin
+    /// unknown to the verifier's [`OriginMap`] (`unknown_origin`); a label
+    /// that is not a string counts as unknown. Unlabelled roots stay
+    /// unconstrained. Off by default.
+    ///
+    /// Checked only with [`Verifier::semantic`] on.
+    pub fn strict_origins(mut self, on: bool) -> Verifier {
+        self.strict_origins = on;
         self
     }
 
@@ -262,8 +303,46 @@ impl Verifier {
             return Err(EntryError::TaintMismatch { expected, found: found_sorted });
         }
 
-        let score = payload.trust_score;
         let parent_scores: Vec<u8> = parents.iter().map(|p| p.payload.trust_score).collect();
+        if self.strict_origins
+            && entry.is_root()
+            && let Some(raw) = payload.labels.get(LABEL_SOURCE_TYPE)
+            && raw.as_str().and_then(|o| self.origins.score(o)).is_none()
+        {
+            let name = raw.as_str().map_or_else(|| raw.to_string(), str::to_owned);
+            return Err(EntryError::UnknownOrigin(name));
+        }
+        self.check_trust(entry, &parent_scores)?;
+        self.check_escalation(entry, &parent_scores)
+    }
+
+    /// Only principals in the sanitizer set (when there is one) may raise
+    /// trust above the baseline.
+    fn check_escalation(&self, entry: &Entry, parent_scores: &[u8]) -> Result<(), EntryError> {
+        let Some(sanitizers) = &self.sanitizers else { return Ok(()) };
+        let payload = &entry.payload;
+        let baseline = match parent_scores.iter().copied().min() {
+            Some(min) => min,
+            None => payload
+                .label(LABEL_SOURCE_TYPE)
+                .and_then(|o| self.origins.score(o))
+                .unwrap_or(MISSING_ROOT_ORIGIN_SCORE),
+        };
+        if payload.trust_score > baseline && !sanitizers.contains(entry.principal()) {
+            return Err(EntryError::UnauthorizedEscalation {
+                principal: entry.principal().to_owned(),
+                found: payload.trust_score,
+                baseline,
+            });
+        }
+        Ok(())
+    }
+
+    /// The trust-score rules of SPEC §3 (override label, recomputation,
+    /// the bound for entries that cannot be recomputed).
+    fn check_trust(&self, entry: &Entry, parent_scores: &[u8]) -> Result<(), EntryError> {
+        let payload = &entry.payload;
+        let score = payload.trust_score;
         if let Some(raw) = payload.labels.get(LABEL_TRUST_OVERRIDE) {
             let declared = raw
                 .as_str()
@@ -290,7 +369,7 @@ impl Verifier {
                 expect(score, origin_score.unwrap_or(MISSING_ROOT_ORIGIN_SCORE), "the origin map at a root")
             } else {
                 let expected =
-                    WeakestLink.calculate(origin_score.unwrap_or(MISSING_SELF_SCORE), &parent_scores);
+                    WeakestLink.calculate(origin_score.unwrap_or(MISSING_SELF_SCORE), parent_scores);
                 expect(score, expected, "weakest-link propagation")
             };
         }

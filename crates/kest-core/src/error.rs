@@ -194,6 +194,15 @@ pub enum EntryError {
         /// The score it may not exceed (parents' minimum or root origin's score).
         baseline: u8,
     },
+    /// The key source could not say whether the signer has a key (stale or
+    /// unreachable); the entry is rejected, never skipped.
+    #[error("key of `{principal}` is unavailable: {source}")]
+    KeyUnavailable {
+        /// The signer.
+        principal: String,
+        /// Why the key source could not answer.
+        source: crate::resolve::ResolveError,
+    },
     /// A root names (in `kest.source_type`) an origin the verifier does not
     /// know, and the verifier is configured with strict origins.
     #[error("root origin `{0}` is not known to this verifier")]
@@ -261,6 +270,8 @@ pub enum ErrorKind {
     TrustEscalation,
     /// A root's origin is unknown to a verifier with strict origins.
     UnknownOrigin,
+    /// The key source could not resolve the signer's key.
+    KeyUnavailable,
 }
 
 impl ErrorKind {
@@ -295,6 +306,7 @@ impl ErrorKind {
             ErrorKind::TrustMismatch => "trust_mismatch",
             ErrorKind::TrustEscalation => "trust_escalation",
             ErrorKind::UnknownOrigin => "unknown_origin",
+            ErrorKind::KeyUnavailable => "key_unavailable",
         }
     }
 
@@ -355,6 +367,7 @@ impl EntryError {
                 ErrorKind::TrustEscalation
             }
             EntryError::UnknownOrigin(_) => ErrorKind::UnknownOrigin,
+            EntryError::KeyUnavailable { .. } => ErrorKind::KeyUnavailable,
         }
     }
 }

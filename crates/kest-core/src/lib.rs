@@ -47,6 +47,7 @@ pub mod json;
 pub mod jws;
 pub mod keyset;
 pub mod passport;
+pub mod resolve;
 pub mod signer;
 pub mod trust;
 pub mod verify;
@@ -59,6 +60,7 @@ pub use passport::{
     AppendError, DraftError, Entry, EntryDraft, Limits, Parents, Passport, RecordError, SignedEntry,
     UnverifiedPassport, prepare_entry, sign_entry,
 };
+pub use resolve::{KeyResolver, ResolveError};
 pub use signer::{Ed25519Signer, SignError, Signer};
 pub use trust::{OriginError, OriginMap, TrustEvaluator, TrustRules, WeakestLink, WeightedTrust};
 pub use verify::Verifier;

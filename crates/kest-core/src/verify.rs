@@ -15,6 +15,7 @@ use crate::hash::EntryHash;
 use crate::jws::decode_compact;
 use crate::keyset::{KeySet, PublicKey};
 use crate::passport::{Entry, Limits, Passport, UnverifiedPassport};
+use crate::resolve::{KeyResolver, ResolveError};
 use crate::trust::{
     MISSING_ROOT_ORIGIN_SCORE, MISSING_SELF_SCORE, OriginMap, TrustEvaluator, WEAKEST_LINK, WeakestLink,
     accumulate_taints,
@@ -44,9 +45,11 @@ use crate::trust::{
 /// assert_eq!(err.kind(), ErrorKind::UnknownSigner);
 /// assert_eq!(err.index(), Some(0));
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Verifier {
-    keys: KeySet,
+    resolver: Arc<dyn KeyResolver>,
+    /// The static key set, when built with [`Verifier::new`].
+    key_set: Option<Arc<KeySet>>,
     semantic: bool,
     limits: Limits,
     origins: OriginMap,
@@ -54,6 +57,23 @@ pub struct Verifier {
     sanitizers: Option<Arc<BTreeSet<String>>>,
     strict_origins: bool,
 }
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("key_set", &self.key_set)
+            .field("resolver", &if self.key_set.is_some() { "static key set" } else { "custom" })
+            .field("semantic", &self.semantic)
+            .field("limits", &self.limits)
+            .field("origins", &self.origins)
+            .field("sanitizers", &self.sanitizers)
+            .field("strict_origins", &self.strict_origins)
+            .finish()
+    }
+}
+
+/// Keys resolved during one `verify` call: each principal is asked once.
+type ResolvedKeys = HashMap<String, Result<Option<PublicKey>, ResolveError>>;
 
 /// From this many signatures on, strict verification is spread over the
 /// available cores.
@@ -72,8 +92,18 @@ impl Verifier {
     /// A verifier for this key set with default limits and semantic checks
     /// off.
     pub fn new(keys: KeySet) -> Verifier {
+        let keys = Arc::new(keys);
+        Verifier { key_set: Some(keys.clone()), ..Verifier::with_resolver(keys) }
+    }
+
+    /// A verifier that asks `resolver` for each signer's key (SPEC §8: key
+    /// rotation, refreshed JWKS, trust bundles), once per principal per
+    /// [`Verifier::verify`] call. A resolver error rejects the entry
+    /// (`key_unavailable`); a missing key rejects it (`unknown_signer`).
+    pub fn with_resolver(resolver: Arc<dyn KeyResolver>) -> Verifier {
         Verifier {
-            keys,
+            resolver,
+            key_set: None,
             semantic: false,
             limits: Limits::default(),
             origins: OriginMap::default(),
@@ -131,9 +161,15 @@ impl Verifier {
         self
     }
 
-    /// The key set.
-    pub fn keys(&self) -> &KeySet {
-        &self.keys
+    /// Where this verifier finds signers' keys.
+    pub fn resolver(&self) -> &Arc<dyn KeyResolver> {
+        &self.resolver
+    }
+
+    /// The static key set, when the verifier was built with
+    /// [`Verifier::new`] (`None` with [`Verifier::with_resolver`]).
+    pub fn key_set(&self) -> Option<&KeySet> {
+        self.key_set.as_deref()
     }
 
     /// Parses and verifies a serialized passport.
@@ -164,9 +200,10 @@ impl Verifier {
         let mut verified = Passport::new();
         let mut pending: Vec<PendingSignature<'_>> = Vec::with_capacity(jws_list.len());
         let mut first_error: Option<VerifyError> = None;
+        let mut resolved = ResolvedKeys::new();
 
-        for (index, jws) in jws_list.iter().enumerate() {
-            match self.check_entry(index, jws, hashes[index], &first_position, &verified) {
+        for ((index, jws), hash) in jws_list.iter().enumerate().zip(hashes.iter().copied()) {
+            match self.check_entry(index, jws, hash, &first_position, &verified, &mut resolved) {
                 Ok((entry, sig)) => {
                     pending.push(sig);
                     // Cannot fail: duplicates and parents were checked above.
@@ -202,6 +239,7 @@ impl Verifier {
         hash: EntryHash,
         first_position: &HashMap<EntryHash, usize>,
         verified: &Passport,
+        resolved: &mut ResolvedKeys,
     ) -> Result<(Entry, PendingSignature<'a>), EntryError> {
         if jws.len() > self.limits.max_entry_bytes {
             return Err(EntryError::TooLarge { size: jws.len(), limit: self.limits.max_entry_bytes });
@@ -213,7 +251,15 @@ impl Verifier {
 
         // Cryptographic preconditions: signer known, alg fixed by key type,
         // kid consistent.
-        let key = self.keys.get(&principal).ok_or_else(|| EntryError::UnknownSigner(principal.clone()))?;
+        let key = match resolved
+            .entry(principal.clone())
+            .or_insert_with(|| self.resolver.resolve(&principal))
+            .clone()
+        {
+            Ok(Some(key)) => key,
+            Ok(None) => return Err(EntryError::UnknownSigner(principal)),
+            Err(source) => return Err(EntryError::KeyUnavailable { principal, source }),
+        };
         if decoded.header.alg != key.allowed_alg() {
             return Err(EntryError::AlgorithmNotAllowed {
                 alg: decoded.header.alg.clone(),
@@ -227,6 +273,11 @@ impl Verifier {
             return Err(EntryError::KidMismatch { kid: kid.clone(), principal });
         }
         let PublicKey::Ed25519(vk) = key;
+        // The signing input is everything before the last `.` (decoding
+        // checked there are exactly three segments).
+        let message =
+            jws.rsplit_once('.').map(|(input, _)| input.as_bytes()).ok_or(EntryError::SegmentCount(1))?;
+        debug_assert_eq!(message.len(), decoded.signing_input_len);
         let raw: [u8; 64] = decoded
             .signature
             .as_slice()
@@ -246,13 +297,8 @@ impl Verifier {
         if self.semantic {
             self.check_semantics(&entry, verified)?;
         }
-        let sig = PendingSignature {
-            index,
-            message: &jws.as_bytes()[..decoded.signing_input_len],
-            signature,
-            key: *vk,
-            principal: entry.principal().to_owned(),
-        };
+        let sig =
+            PendingSignature { index, message, signature, key: vk, principal: entry.principal().to_owned() };
         Ok((entry, sig))
     }
 

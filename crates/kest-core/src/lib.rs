@@ -39,6 +39,7 @@
 #![warn(missing_docs)]
 
 pub mod baggage;
+pub mod cache;
 pub mod encoding;
 pub mod entry;
 pub mod error;
@@ -52,6 +53,7 @@ pub mod signer;
 pub mod trust;
 pub mod verify;
 
+pub use cache::VerifiedEntryCache;
 pub use entry::{Classification, Deviation, KestEntry, PolicyContext, Runtime};
 pub use error::{EntryError, ErrorKind, FieldError, PassportError, Segment, VerifyError};
 pub use hash::EntryHash;

@@ -7,6 +7,7 @@ use curve25519_dalek::edwards::CompressedEdwardsY;
 use curve25519_dalek::scalar::Scalar;
 use ed25519_dalek::{Signature, VerifyingKey};
 
+use crate::cache::{CacheKey, VerifiedEntryCache};
 use crate::entry::{
     Classification, KestEntry, LABEL_SOURCE_TYPE, LABEL_TRUST_EVALUATOR, LABEL_TRUST_OVERRIDE, ROOT_PARENT,
 };
@@ -56,6 +57,7 @@ pub struct Verifier {
     /// Principals allowed to raise trust; `None` = any marked escalation.
     sanitizers: Option<Arc<BTreeSet<String>>>,
     strict_origins: bool,
+    cache: Option<Arc<VerifiedEntryCache>>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -68,6 +70,7 @@ impl std::fmt::Debug for Verifier {
             .field("origins", &self.origins)
             .field("sanitizers", &self.sanitizers)
             .field("strict_origins", &self.strict_origins)
+            .field("cache", &self.cache)
             .finish()
     }
 }
@@ -86,6 +89,7 @@ struct PendingSignature<'a> {
     signature: Signature,
     key: VerifyingKey,
     principal: String,
+    cache_key: CacheKey,
 }
 
 impl Verifier {
@@ -109,6 +113,7 @@ impl Verifier {
             origins: OriginMap::default(),
             sanitizers: None,
             strict_origins: false,
+            cache: None,
         }
     }
 
@@ -158,6 +163,16 @@ impl Verifier {
     /// Checked only with [`Verifier::semantic`] on.
     pub fn strict_origins(mut self, on: bool) -> Verifier {
         self.strict_origins = on;
+        self
+    }
+
+    /// Shares a verified-entry cache (SPEC §11): an entry whose (hash, key)
+    /// is in it skips only its `verify_strict` call; every other rule still
+    /// runs on the whole passport, and the signer's key is still resolved
+    /// (a key no longer returned fails the entry). Entries whose signature
+    /// was checked are added after a successful verification only.
+    pub fn entry_cache(mut self, cache: Arc<VerifiedEntryCache>) -> Verifier {
+        self.cache = Some(cache);
         self
     }
 
@@ -221,15 +236,25 @@ impl Verifier {
                 }
             }
         }
+        // Signatures this cache has seen verified under the same key need
+        // not be checked again; everything else above ran regardless.
+        if let Some(cache) = &self.cache {
+            pending.retain(|p| !cache.check(&p.cache_key));
+        }
         // Signatures of entries before the first structural error decide
         // first: a one-by-one verifier would have stopped at them.
         if let Some(bad) = first_bad_signature(&pending) {
             return Err(bad);
         }
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(verified),
+        if let Some(e) = first_error {
+            return Err(e);
         }
+        if let Some(cache) = &self.cache {
+            for p in &pending {
+                cache.insert(p.cache_key);
+            }
+        }
+        Ok(verified)
     }
 
     fn check_entry<'a>(
@@ -272,6 +297,7 @@ impl Verifier {
         {
             return Err(EntryError::KidMismatch { kid: kid.clone(), principal });
         }
+        let cache_key = CacheKey::new(hash, &key);
         let PublicKey::Ed25519(vk) = key;
         // The signing input is everything before the last `.` (decoding
         // checked there are exactly three segments).
@@ -297,8 +323,14 @@ impl Verifier {
         if self.semantic {
             self.check_semantics(&entry, verified)?;
         }
-        let sig =
-            PendingSignature { index, message, signature, key: vk, principal: entry.principal().to_owned() };
+        let sig = PendingSignature {
+            index,
+            message,
+            signature,
+            key: vk,
+            principal: entry.principal().to_owned(),
+            cache_key,
+        };
         Ok((entry, sig))
     }
 

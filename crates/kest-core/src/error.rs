@@ -182,6 +182,31 @@ pub enum EntryError {
         /// Lowest parent score.
         parent_min: u8,
     },
+    /// Semantic: an entry raises trust above its baseline (the parents'
+    /// minimum, or at a root its origin's score) but its signer is not one
+    /// of the principals the verifier allows to sanitize.
+    #[error("trust_score {found} exceeds {baseline} and `{principal}` is not an allowed sanitizer")]
+    UnauthorizedEscalation {
+        /// The signer.
+        principal: String,
+        /// Score in the entry.
+        found: u8,
+        /// The score it may not exceed (parents' minimum or root origin's score).
+        baseline: u8,
+    },
+    /// The key source could not say whether the signer has a key (stale or
+    /// unreachable); the entry is rejected, never skipped.
+    #[error("key of `{principal}` is unavailable: {source}")]
+    KeyUnavailable {
+        /// The signer.
+        principal: String,
+        /// Why the key source could not answer.
+        source: crate::resolve::ResolveError,
+    },
+    /// A root names (in `kest.source_type`) an origin the verifier does not
+    /// know, and the verifier is configured with strict origins.
+    #[error("root origin `{0}` is not known to this verifier")]
+    UnknownOrigin(String),
 }
 
 /// Stable machine-readable error kinds (used by `kest verify --format json`
@@ -243,6 +268,10 @@ pub enum ErrorKind {
     TrustMismatch,
     /// Semantic trust escalation.
     TrustEscalation,
+    /// A root's origin is unknown to a verifier with strict origins.
+    UnknownOrigin,
+    /// The key source could not resolve the signer's key.
+    KeyUnavailable,
 }
 
 impl ErrorKind {
@@ -276,12 +305,20 @@ impl ErrorKind {
             ErrorKind::TaintMismatch => "taint_mismatch",
             ErrorKind::TrustMismatch => "trust_mismatch",
             ErrorKind::TrustEscalation => "trust_escalation",
+            ErrorKind::UnknownOrigin => "unknown_origin",
+            ErrorKind::KeyUnavailable => "key_unavailable",
         }
     }
 
     /// Whether the kind comes from the opt-in semantic checks.
     pub fn is_semantic(self) -> bool {
-        matches!(self, ErrorKind::TaintMismatch | ErrorKind::TrustMismatch | ErrorKind::TrustEscalation)
+        matches!(
+            self,
+            ErrorKind::TaintMismatch
+                | ErrorKind::TrustMismatch
+                | ErrorKind::TrustEscalation
+                | ErrorKind::UnknownOrigin
+        )
     }
 }
 
@@ -326,7 +363,11 @@ impl EntryError {
             EntryError::DuplicateEntry(_) => ErrorKind::DuplicateEntry,
             EntryError::TaintMismatch { .. } => ErrorKind::TaintMismatch,
             EntryError::TrustMismatch { .. } => ErrorKind::TrustMismatch,
-            EntryError::TrustEscalation { .. } => ErrorKind::TrustEscalation,
+            EntryError::TrustEscalation { .. } | EntryError::UnauthorizedEscalation { .. } => {
+                ErrorKind::TrustEscalation
+            }
+            EntryError::UnknownOrigin(_) => ErrorKind::UnknownOrigin,
+            EntryError::KeyUnavailable { .. } => ErrorKind::KeyUnavailable,
         }
     }
 }

@@ -39,6 +39,7 @@
 #![warn(missing_docs)]
 
 pub mod baggage;
+pub mod cache;
 pub mod encoding;
 pub mod entry;
 pub mod error;
@@ -47,10 +48,12 @@ pub mod json;
 pub mod jws;
 pub mod keyset;
 pub mod passport;
+pub mod resolve;
 pub mod signer;
 pub mod trust;
 pub mod verify;
 
+pub use cache::VerifiedEntryCache;
 pub use entry::{Classification, Deviation, KestEntry, PolicyContext, Runtime};
 pub use error::{EntryError, ErrorKind, FieldError, PassportError, Segment, VerifyError};
 pub use hash::EntryHash;
@@ -59,6 +62,7 @@ pub use passport::{
     AppendError, DraftError, Entry, EntryDraft, Limits, Parents, Passport, RecordError, SignedEntry,
     UnverifiedPassport, prepare_entry, sign_entry,
 };
+pub use resolve::{KeyResolver, ResolveError};
 pub use signer::{Ed25519Signer, SignError, Signer};
 pub use trust::{OriginError, OriginMap, TrustEvaluator, TrustRules, WeakestLink, WeightedTrust};
 pub use verify::Verifier;

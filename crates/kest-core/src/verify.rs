@@ -7,6 +7,7 @@ use curve25519_dalek::edwards::CompressedEdwardsY;
 use curve25519_dalek::scalar::Scalar;
 use ed25519_dalek::{Signature, VerifyingKey};
 
+use crate::cache::{CacheKey, VerifiedEntryCache};
 use crate::entry::{
     Classification, KestEntry, LABEL_SOURCE_TYPE, LABEL_TRUST_EVALUATOR, LABEL_TRUST_OVERRIDE, ROOT_PARENT,
 };
@@ -15,6 +16,7 @@ use crate::hash::EntryHash;
 use crate::jws::decode_compact;
 use crate::keyset::{KeySet, PublicKey};
 use crate::passport::{Entry, Limits, Passport, UnverifiedPassport};
+use crate::resolve::{KeyResolver, ResolveError};
 use crate::trust::{
     MISSING_ROOT_ORIGIN_SCORE, MISSING_SELF_SCORE, OriginMap, TrustEvaluator, WEAKEST_LINK, WeakestLink,
     accumulate_taints,
@@ -44,13 +46,37 @@ use crate::trust::{
 /// assert_eq!(err.kind(), ErrorKind::UnknownSigner);
 /// assert_eq!(err.index(), Some(0));
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Verifier {
-    keys: KeySet,
+    resolver: Arc<dyn KeyResolver>,
+    /// The static key set, when built with [`Verifier::new`].
+    key_set: Option<Arc<KeySet>>,
     semantic: bool,
     limits: Limits,
     origins: OriginMap,
+    /// Principals allowed to raise trust; `None` = any marked escalation.
+    sanitizers: Option<Arc<BTreeSet<String>>>,
+    strict_origins: bool,
+    cache: Option<Arc<VerifiedEntryCache>>,
 }
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("key_set", &self.key_set)
+            .field("resolver", &if self.key_set.is_some() { "static key set" } else { "custom" })
+            .field("semantic", &self.semantic)
+            .field("limits", &self.limits)
+            .field("origins", &self.origins)
+            .field("sanitizers", &self.sanitizers)
+            .field("strict_origins", &self.strict_origins)
+            .field("cache", &self.cache)
+            .finish()
+    }
+}
+
+/// Keys resolved during one `verify` call: each principal is asked once.
+type ResolvedKeys = HashMap<String, Result<Option<PublicKey>, ResolveError>>;
 
 /// From this many signatures on, strict verification is spread over the
 /// available cores.
@@ -63,13 +89,32 @@ struct PendingSignature<'a> {
     signature: Signature,
     key: VerifyingKey,
     principal: String,
+    cache_key: CacheKey,
 }
 
 impl Verifier {
     /// A verifier for this key set with default limits and semantic checks
     /// off.
     pub fn new(keys: KeySet) -> Verifier {
-        Verifier { keys, semantic: false, limits: Limits::default(), origins: OriginMap::default() }
+        let keys = Arc::new(keys);
+        Verifier { key_set: Some(keys.clone()), ..Verifier::with_resolver(keys) }
+    }
+
+    /// A verifier that asks `resolver` for each signer's key (SPEC §8: key
+    /// rotation, refreshed JWKS, trust bundles), once per principal per
+    /// [`Verifier::verify`] call. A resolver error rejects the entry
+    /// (`key_unavailable`); a missing key rejects it (`unknown_signer`).
+    pub fn with_resolver(resolver: Arc<dyn KeyResolver>) -> Verifier {
+        Verifier {
+            resolver,
+            key_set: None,
+            semantic: false,
+            limits: Limits::default(),
+            origins: OriginMap::default(),
+            sanitizers: None,
+            strict_origins: false,
+            cache: None,
+        }
     }
 
     /// Turns the semantic (lineage over assertion) checks on or off.
@@ -90,9 +135,56 @@ impl Verifier {
         self
     }
 
-    /// The key set.
-    pub fn keys(&self) -> &KeySet {
-        &self.keys
+    /// Restricts who may raise trust (SPEC §3): with this set, every
+    /// *escalation* — an entry whose `trust_score` exceeds the minimum of
+    /// its parents' scores, or at a root the score of its origin
+    /// (`kest.source_type` in the verifier's [`OriginMap`]; 10 when it has
+    /// no origin or an unknown one) — signed by a principal outside the set
+    /// is rejected (`trust_escalation`), whether it is marked by the
+    /// override label or the `sanitizer` classification or not at all.
+    /// Lowering trust is always allowed. An empty set forbids every
+    /// escalation. Without this call a marked escalation is accepted.
+    ///
+    /// Checked only with [`Verifier::semantic`] on.
+    pub fn sanitizers<I, S>(mut self, principals: I) -> Verifier
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.sanitizers = Some(Arc::new(principals.into_iter().map(Into::into).collect()));
+        self
+    }
+
+    /// Rejects a root whose `kest.source_type` label names an origin
+    /// unknown to the verifier's [`OriginMap`] (`unknown_origin`); a label
+    /// that is not a string counts as unknown. Unlabelled roots stay
+    /// unconstrained. Off by default.
+    ///
+    /// Checked only with [`Verifier::semantic`] on.
+    pub fn strict_origins(mut self, on: bool) -> Verifier {
+        self.strict_origins = on;
+        self
+    }
+
+    /// Shares a verified-entry cache (SPEC §11): an entry whose (hash, key)
+    /// is in it skips only its `verify_strict` call; every other rule still
+    /// runs on the whole passport, and the signer's key is still resolved
+    /// (a key no longer returned fails the entry). Entries whose signature
+    /// was checked are added after a successful verification only.
+    pub fn entry_cache(mut self, cache: Arc<VerifiedEntryCache>) -> Verifier {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// Where this verifier finds signers' keys.
+    pub fn resolver(&self) -> &Arc<dyn KeyResolver> {
+        &self.resolver
+    }
+
+    /// The static key set, when the verifier was built with
+    /// [`Verifier::new`] (`None` with [`Verifier::with_resolver`]).
+    pub fn key_set(&self) -> Option<&KeySet> {
+        self.key_set.as_deref()
     }
 
     /// Parses and verifies a serialized passport.
@@ -123,9 +215,10 @@ impl Verifier {
         let mut verified = Passport::new();
         let mut pending: Vec<PendingSignature<'_>> = Vec::with_capacity(jws_list.len());
         let mut first_error: Option<VerifyError> = None;
+        let mut resolved = ResolvedKeys::new();
 
-        for (index, jws) in jws_list.iter().enumerate() {
-            match self.check_entry(index, jws, hashes[index], &first_position, &verified) {
+        for ((index, jws), hash) in jws_list.iter().enumerate().zip(hashes.iter().copied()) {
+            match self.check_entry(index, jws, hash, &first_position, &verified, &mut resolved) {
                 Ok((entry, sig)) => {
                     pending.push(sig);
                     // Cannot fail: duplicates and parents were checked above.
@@ -143,15 +236,25 @@ impl Verifier {
                 }
             }
         }
+        // Signatures this cache has seen verified under the same key need
+        // not be checked again; everything else above ran regardless.
+        if let Some(cache) = &self.cache {
+            pending.retain(|p| !cache.check(&p.cache_key));
+        }
         // Signatures of entries before the first structural error decide
         // first: a one-by-one verifier would have stopped at them.
         if let Some(bad) = first_bad_signature(&pending) {
             return Err(bad);
         }
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(verified),
+        if let Some(e) = first_error {
+            return Err(e);
         }
+        if let Some(cache) = &self.cache {
+            for p in &pending {
+                cache.insert(p.cache_key);
+            }
+        }
+        Ok(verified)
     }
 
     fn check_entry<'a>(
@@ -161,6 +264,7 @@ impl Verifier {
         hash: EntryHash,
         first_position: &HashMap<EntryHash, usize>,
         verified: &Passport,
+        resolved: &mut ResolvedKeys,
     ) -> Result<(Entry, PendingSignature<'a>), EntryError> {
         if jws.len() > self.limits.max_entry_bytes {
             return Err(EntryError::TooLarge { size: jws.len(), limit: self.limits.max_entry_bytes });
@@ -172,7 +276,15 @@ impl Verifier {
 
         // Cryptographic preconditions: signer known, alg fixed by key type,
         // kid consistent.
-        let key = self.keys.get(&principal).ok_or_else(|| EntryError::UnknownSigner(principal.clone()))?;
+        let key = match resolved
+            .entry(principal.clone())
+            .or_insert_with(|| self.resolver.resolve(&principal))
+            .clone()
+        {
+            Ok(Some(key)) => key,
+            Ok(None) => return Err(EntryError::UnknownSigner(principal)),
+            Err(source) => return Err(EntryError::KeyUnavailable { principal, source }),
+        };
         if decoded.header.alg != key.allowed_alg() {
             return Err(EntryError::AlgorithmNotAllowed {
                 alg: decoded.header.alg.clone(),
@@ -185,7 +297,13 @@ impl Verifier {
         {
             return Err(EntryError::KidMismatch { kid: kid.clone(), principal });
         }
+        let cache_key = CacheKey::new(hash, &key);
         let PublicKey::Ed25519(vk) = key;
+        // The signing input is everything before the last `.` (decoding
+        // checked there are exactly three segments).
+        let message =
+            jws.rsplit_once('.').map(|(input, _)| input.as_bytes()).ok_or(EntryError::SegmentCount(1))?;
+        debug_assert_eq!(message.len(), decoded.signing_input_len);
         let raw: [u8; 64] = decoded
             .signature
             .as_slice()
@@ -207,10 +325,11 @@ impl Verifier {
         }
         let sig = PendingSignature {
             index,
-            message: &jws.as_bytes()[..decoded.signing_input_len],
+            message,
             signature,
-            key: *vk,
+            key: vk,
             principal: entry.principal().to_owned(),
+            cache_key,
         };
         Ok((entry, sig))
     }
@@ -262,8 +381,46 @@ impl Verifier {
             return Err(EntryError::TaintMismatch { expected, found: found_sorted });
         }
 
-        let score = payload.trust_score;
         let parent_scores: Vec<u8> = parents.iter().map(|p| p.payload.trust_score).collect();
+        if self.strict_origins
+            && entry.is_root()
+            && let Some(raw) = payload.labels.get(LABEL_SOURCE_TYPE)
+            && raw.as_str().and_then(|o| self.origins.score(o)).is_none()
+        {
+            let name = raw.as_str().map_or_else(|| raw.to_string(), str::to_owned);
+            return Err(EntryError::UnknownOrigin(name));
+        }
+        self.check_trust(entry, &parent_scores)?;
+        self.check_escalation(entry, &parent_scores)
+    }
+
+    /// Only principals in the sanitizer set (when there is one) may raise
+    /// trust above the baseline.
+    fn check_escalation(&self, entry: &Entry, parent_scores: &[u8]) -> Result<(), EntryError> {
+        let Some(sanitizers) = &self.sanitizers else { return Ok(()) };
+        let payload = &entry.payload;
+        let baseline = match parent_scores.iter().copied().min() {
+            Some(min) => min,
+            None => payload
+                .label(LABEL_SOURCE_TYPE)
+                .and_then(|o| self.origins.score(o))
+                .unwrap_or(MISSING_ROOT_ORIGIN_SCORE),
+        };
+        if payload.trust_score > baseline && !sanitizers.contains(entry.principal()) {
+            return Err(EntryError::UnauthorizedEscalation {
+                principal: entry.principal().to_owned(),
+                found: payload.trust_score,
+                baseline,
+            });
+        }
+        Ok(())
+    }
+
+    /// The trust-score rules of SPEC §3 (override label, recomputation,
+    /// the bound for entries that cannot be recomputed).
+    fn check_trust(&self, entry: &Entry, parent_scores: &[u8]) -> Result<(), EntryError> {
+        let payload = &entry.payload;
+        let score = payload.trust_score;
         if let Some(raw) = payload.labels.get(LABEL_TRUST_OVERRIDE) {
             let declared = raw
                 .as_str()
@@ -290,7 +447,7 @@ impl Verifier {
                 expect(score, origin_score.unwrap_or(MISSING_ROOT_ORIGIN_SCORE), "the origin map at a root")
             } else {
                 let expected =
-                    WeakestLink.calculate(origin_score.unwrap_or(MISSING_SELF_SCORE), &parent_scores);
+                    WeakestLink.calculate(origin_score.unwrap_or(MISSING_SELF_SCORE), parent_scores);
                 expect(score, expected, "weakest-link propagation")
             };
         }

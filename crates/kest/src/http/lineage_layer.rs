@@ -240,7 +240,7 @@ impl LineageLayer {
     /// A layer with this propagator and verifier. Fails when the verifier's
     /// key set is empty (it would verify nothing).
     pub fn new(propagator: Propagator, verifier: Verifier) -> Result<LineageLayer, HttpConfigError> {
-        if verifier.keys().is_empty() {
+        if verifier.key_set().is_some_and(KeySet::is_empty) {
             return Err(HttpConfigError::Jwks(JwksError::EmptyKeySet));
         }
         let finish = finish(propagator.clone());

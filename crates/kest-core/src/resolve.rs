@@ -1,0 +1,122 @@
+//! Key resolution (SPEC §8): where a verifier finds a principal's key.
+//!
+//! A [`KeyResolver`] maps a principal (the JWK `kid`, `labels.principal`)
+//! to its public key. It is implemented for a static [`KeySet`], for
+//! `Arc<T>` and for closures, so a simple setup passes a key set and a
+//! rotating one (a refreshed JWKS URL, a SPIFFE trust bundle) passes a
+//! function or its own type.
+//!
+//! `Ok(None)` means "no key for this principal" and the verifier rejects
+//! the entry (`unknown_signer`); `Err(_)` means the source could not answer
+//! (unreachable, too stale) and the verifier rejects the entry too
+//! (`key_unavailable`). Neither ever skips a signature.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use kest_core::resolve::{KeyResolver, ResolveError};
+//! use kest_core::{Ed25519Signer, EntryDraft, ErrorKind, KeySet, Passport, PublicKey, Signer, TrustRules, Verifier};
+//!
+//! let signer = Ed25519Signer::from_seed("spiffe://demo/a", [3u8; 32]);
+//! let mut p = Passport::new();
+//! p.record(&EntryDraft::new("step"), &signer, &TrustRules::default()).unwrap();
+//!
+//! let key = signer.public_key().unwrap();
+//! let resolver = move |principal: &str| -> Result<Option<PublicKey>, ResolveError> {
+//!     Ok((principal == "spiffe://demo/a").then(|| key.clone()))
+//! };
+//! let verifier = Verifier::with_resolver(Arc::new(resolver));
+//! assert!(verifier.verify_json(&p.to_json()).is_ok());
+//!
+//! // A source that cannot answer fails closed.
+//! let down = |_: &str| -> Result<Option<PublicKey>, ResolveError> {
+//!     Err(ResolveError::Stale { age_secs: 900, max_secs: 600 })
+//! };
+//! let err = Verifier::with_resolver(Arc::new(down)).verify_json(&p.to_json()).unwrap_err();
+//! assert_eq!(err.kind(), ErrorKind::KeyUnavailable);
+//! ```
+
+use std::sync::Arc;
+
+use crate::keyset::{KeySet, PublicKey};
+
+/// Why a key source could not answer. Messages never carry key material.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ResolveError {
+    /// The source's keys are older than the maximum staleness allowed.
+    #[error("key source is stale: last refreshed {age_secs} s ago, maximum {max_secs} s")]
+    Stale {
+        /// Seconds since the last successful refresh.
+        age_secs: u64,
+        /// The maximum staleness configured.
+        max_secs: u64,
+    },
+    /// The source could not be reached or read.
+    #[error("key source `{source_name}` is unavailable: {message}")]
+    Unavailable {
+        /// Which source (a URL, a socket path, a name).
+        source_name: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// Finds the public key of a principal (SPEC §8). One method, so closures
+/// and shared handles implement it.
+pub trait KeyResolver: Send + Sync {
+    /// The key of `principal`: `Ok(None)` when the source has none, `Err`
+    /// when the source cannot answer.
+    fn resolve(&self, principal: &str) -> Result<Option<PublicKey>, ResolveError>;
+}
+
+impl KeyResolver for KeySet {
+    fn resolve(&self, principal: &str) -> Result<Option<PublicKey>, ResolveError> {
+        Ok(self.get(principal).cloned())
+    }
+}
+
+impl<T: KeyResolver + ?Sized> KeyResolver for Arc<T> {
+    fn resolve(&self, principal: &str) -> Result<Option<PublicKey>, ResolveError> {
+        (**self).resolve(principal)
+    }
+}
+
+impl<F> KeyResolver for F
+where
+    F: Fn(&str) -> Result<Option<PublicKey>, ResolveError> + Send + Sync,
+{
+    fn resolve(&self, principal: &str) -> Result<Option<PublicKey>, ResolveError> {
+        self(principal)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(seed: u8) -> PublicKey {
+        let sk = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
+        PublicKey::ed25519_from_bytes(sk.verifying_key().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn key_set_arc_and_closure_resolve() {
+        let mut set = KeySet::new();
+        set.insert("a", key(1)).unwrap();
+        assert_eq!(set.resolve("a"), Ok(Some(key(1))));
+        assert_eq!(set.resolve("b"), Ok(None));
+        let shared: Arc<dyn KeyResolver> = Arc::new(set);
+        assert_eq!(shared.resolve("a"), Ok(Some(key(1))));
+        let nested: Arc<Arc<dyn KeyResolver>> = Arc::new(shared);
+        assert_eq!(nested.resolve("b"), Ok(None));
+        let closure = |p: &str| {
+            if p == "x" {
+                Err(ResolveError::Unavailable { source_name: "jwks".into(), message: "timeout".into() })
+            } else {
+                Ok(None)
+            }
+        };
+        assert!(matches!(closure.resolve("x"), Err(ResolveError::Unavailable { .. })));
+        assert_eq!(closure.resolve("y"), Ok(None));
+    }
+}

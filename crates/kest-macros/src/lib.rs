@@ -380,7 +380,9 @@ fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
         quote! {{
             #prologue
             __kest_hook.#call_fn(__kest_call, async move {
-                let __kest_out: #output_ty = #body;
+                // The body runs in its own async block so that an early
+                // `return x;` leaves with `x`, not with the wrapped result.
+                let __kest_out: #output_ty = async move #body.await;
                 ::core::result::Result::<#output_ty, ::core::convert::Infallible>::Ok(__kest_out)
             })
             .await

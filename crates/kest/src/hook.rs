@@ -69,6 +69,7 @@ pub struct Verified {
     classification: Classification,
     hash_inputs: bool,
     hash_output: bool,
+    scope_name: Option<String>,
 }
 
 /// Builder for [`Verified`].
@@ -91,6 +92,7 @@ impl Verified {
                 classification: Classification::System,
                 hash_inputs: false,
                 hash_output: false,
+                scope_name: None,
             },
         }
     }
@@ -113,6 +115,13 @@ impl Verified {
     /// Whether the output is hashed into `content_hash`.
     pub fn hashes_output(&self) -> bool {
         self.hash_output
+    }
+
+    /// The name a deviation's scope must give to cover this operation: the
+    /// qualified name set with [`VerifiedBuilder::scope_name`], or else the
+    /// operation name.
+    pub fn scope_name(&self) -> &str {
+        self.scope_name.as_deref().unwrap_or(&self.operation)
     }
 }
 
@@ -162,6 +171,16 @@ impl VerifiedBuilder {
     /// [`Verified::call_hashed`] or the async twin).
     pub fn hash_output(mut self, on: bool) -> Self {
         self.spec.hash_output = on;
+        self
+    }
+
+    /// Sets the name a deviation's scope must give to cover this operation
+    /// (SPEC §5 "No self-exemption"): a qualified `module::path::fn`, so a
+    /// function elsewhere with the same bare name is not covered.
+    /// `#[kest::verified]` sets `module_path!()::fn`, or the `operation`
+    /// given explicitly. Without it the operation name is the scope name.
+    pub fn scope_name(mut self, name: impl Into<String>) -> Self {
+        self.spec.scope_name = Some(name.into());
         self
     }
 

@@ -479,3 +479,89 @@ async fn trait_impl_methods_sync_and_async() {
     .await;
     assert_recorded(&flow, &["run", "run", "tool.run_async", "tool.run_async", "run"]);
 }
+
+trait Named {
+    type Error: From<KestError>;
+    fn name(&self) -> Result<&str, Self::Error>;
+}
+
+impl Named for Upper {
+    type Error = AppError;
+    #[kest::verified(policy = "allow", runtime = rt())]
+    fn name(&self) -> Result<&str, Self::Error> {
+        Ok("upper")
+    }
+}
+
+impl Upper {
+    #[kest::verified(policy = "allow", runtime = rt())]
+    fn label(&self) -> &str {
+        if self.calls == 0 {
+            return "none";
+        }
+        "some"
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trait_async_future_is_send() {
+    let h = tokio::spawn(async {
+        let mut tool = Upper { calls: 0 };
+        tool.run_async("abc").await.unwrap() + tool.name().unwrap().len() + tool.label().unwrap().len()
+    });
+    assert_eq!(h.await.unwrap(), 12);
+}
+
+// ---------------------------------------------------------------------------
+// Deviation scope names. The generated `Verified` lives in a static inside
+// the function; these bodies read it through the expansion's local
+// `__kest_hook` (an internal name, read here only to test the expansion).
+
+mod scoped {
+    use super::rt;
+
+    #[kest::verified(policy = "allow", runtime = rt())]
+    pub fn lookup() -> String {
+        __kest_hook.scope_name().to_owned()
+    }
+
+    #[kest::verified(policy = "allow", runtime = rt(), operation = "billing.lookup")]
+    pub fn lookup_named() -> String {
+        __kest_hook.scope_name().to_owned()
+    }
+
+    pub struct Store;
+
+    impl Store {
+        #[kest::verified(policy = "allow", runtime = rt())]
+        pub async fn lookup_async(&self) -> String {
+            __kest_hook.scope_name().to_owned()
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scope_name_is_the_qualified_path_or_the_explicit_operation() {
+    let flow = Lineage::new();
+    let names = flow
+        .scope(async {
+            (
+                scoped::lookup().unwrap(),
+                scoped::lookup_named().unwrap(),
+                scoped::Store.lookup_async().await.unwrap(),
+            )
+        })
+        .await;
+    assert_eq!(names.0, "macros::scoped::lookup");
+    assert_eq!(names.1, "billing.lookup");
+    assert_eq!(names.2, "macros::scoped::lookup_async");
+    assert_recorded(&flow, &["lookup", "billing.lookup", "lookup_async"]);
+}
+
+#[test]
+fn scope_name_defaults_to_the_operation() {
+    let hook = kest::hook::Verified::builder("op").policy("allow").build().unwrap();
+    assert_eq!(hook.scope_name(), "op");
+    let hook = kest::hook::Verified::builder("op").policy("allow").scope_name("a::b::op").build().unwrap();
+    assert_eq!((hook.operation(), hook.scope_name()), ("op", "a::b::op"));
+}

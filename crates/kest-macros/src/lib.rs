@@ -7,7 +7,7 @@
 //! | key | value |
 //! |---|---|
 //! | `policy` | `"name"` or `["a", "b"]` (required, non-empty) |
-//! | `operation` | operation name (default: the function name) |
+//! | `operation` | operation name (default: the function name); also the deviation scope name |
 //! | `source_type` | origin string |
 //! | `added_taints`, `removed_taints` | `["t", ...]` |
 //! | `trust_override` | integer 0..=100 |
@@ -19,7 +19,25 @@
 //!
 //! A function returning `Result<T, E>` keeps its signature (`E` must
 //! implement `From<kest::KestError>`); any other function returning `T`
-//! returns `Result<T, kest::KestError>`.
+//! returns `Result<T, kest::KestError>`. The body keeps its own control
+//! flow: `return`, `?` and `.await` mean what they mean without the
+//! attribute.
+//!
+//! Methods, generic functions and `async fn` are supported, including
+//! methods of a trait impl (sync, or native `async fn` in traits) whose
+//! return type is already `Result<T, E>` with `E: From<kest::KestError>`:
+//! their signature is not changed. A trait-impl method returning anything
+//! else is a compile error ("method has an incompatible type for trait",
+//! expected `T`, found `Result<T, KestError>`), because the attribute would
+//! have to change the signature the trait fixes; return a `Result` from the
+//! trait method, or call the hook through `kest::hook::Verified`.
+//!
+//! Deviations (SPEC §5 "No self-exemption") name the scope
+//! `module::path::fn` (`module_path!()` and the function name), so a
+//! function elsewhere with the same bare name is not covered; with
+//! `operation = "x"` the scope is `x`. Methods have no type in their scope
+//! name: two methods of one name in one module share it unless given an
+//! explicit `operation`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -275,7 +293,16 @@ fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
     let operation = args.operation.clone().unwrap_or_else(|| func.sig.ident.to_string());
     let p = quote! { ::kest::__private };
 
-    let mut spec = quote! { #p::Verified::builder(#operation) };
+    // The deviation scope (SPEC §5 "No self-exemption"): the qualified path
+    // of the function, or the operation name given explicitly.
+    let scope_name = match &args.operation {
+        Some(op) => quote! { #op },
+        None => {
+            let name = func.sig.ident.to_string();
+            quote! { ::core::concat!(::core::module_path!(), "::", #name) }
+        }
+    };
+    let mut spec = quote! { #p::Verified::builder(#operation).scope_name(#scope_name) };
     for policy in &args.policies {
         spec.extend(quote! { .policy(#policy) });
     }
@@ -380,7 +407,9 @@ fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
         quote! {{
             #prologue
             __kest_hook.#call_fn(__kest_call, async move {
-                let __kest_out: #output_ty = #body;
+                // The body runs in its own async block so that an early
+                // `return x;` leaves with `x`, not with the wrapped result.
+                let __kest_out: #output_ty = async move #body.await;
                 ::core::result::Result::<#output_ty, ::core::convert::Infallible>::Ok(__kest_out)
             })
             .await
@@ -397,7 +426,16 @@ fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
         }}
     };
     if !fallible {
-        func.sig.output = syn::parse_quote! { -> ::core::result::Result<#output_ty, #p::KestError> };
+        // Spanned at the written return type: on a trait-impl method the
+        // compiler's "incompatible type for trait" error then points at it
+        // and shows `Result<T, KestError>`, the reason for the mismatch.
+        let span = match &func.sig.output {
+            ReturnType::Default => func.sig.ident.span(),
+            ReturnType::Type(_, ty) => ty.span(),
+        };
+        func.sig.output = syn::parse2(quote_spanned! {span=>
+            -> ::core::result::Result<#output_ty, #p::KestError>
+        })?;
     }
     *func.block = syn::parse2(new_block)?;
     Ok(quote! { #func })

@@ -208,3 +208,360 @@ fn compile_time_argument_checks() {
     let t = trybuild::TestCases::new();
     t.compile_fail("tests/ui/*.rs");
 }
+
+// ---------------------------------------------------------------------------
+// Early `return` in every form: the body keeps its own control flow.
+
+#[kest::verified(policy = "allow", runtime = rt())]
+fn early_sync(n: u32) -> u32 {
+    if n == 0 {
+        return 100;
+    }
+    n
+}
+
+#[kest::verified(policy = "allow", runtime = rt())]
+fn early_sync_result(n: u32) -> Result<u32, AppError> {
+    if n == 0 {
+        return Ok(100);
+    }
+    if n == 1 {
+        return Err(AppError::NotFound("one".into()));
+    }
+    Ok(n)
+}
+
+#[kest::verified(policy = "allow", runtime = rt())]
+async fn early_async(n: u32) -> u32 {
+    tokio::task::yield_now().await;
+    if n == 0 {
+        return 100;
+    }
+    n
+}
+
+#[kest::verified(policy = "allow", runtime = rt())]
+async fn early_async_result(n: u32) -> Result<u32, AppError> {
+    tokio::task::yield_now().await;
+    if n == 0 {
+        return Ok(100);
+    }
+    Ok(n)
+}
+
+#[kest::verified(policy = "allow", runtime = rt())]
+fn early_generic<T: AsRef<str>>(value: T) -> usize {
+    if value.as_ref().is_empty() {
+        return 100;
+    }
+    value.as_ref().len()
+}
+
+#[kest::verified(policy = "allow", runtime = rt())]
+async fn early_generic_async<T: AsRef<str> + Send>(value: T) -> Result<usize, AppError> {
+    if value.as_ref().is_empty() {
+        return Ok(100);
+    }
+    Ok(value.as_ref().len())
+}
+
+struct Counter {
+    n: u32,
+}
+
+impl Counter {
+    #[kest::verified(policy = "allow", runtime = rt())]
+    fn peek(&self) -> u32 {
+        if self.n == 0 {
+            return 100;
+        }
+        self.n
+    }
+
+    #[kest::verified(policy = "allow", runtime = rt())]
+    fn bump(&mut self) -> Result<u32, AppError> {
+        self.n += 1;
+        if self.n > 1 {
+            return Ok(100);
+        }
+        Ok(self.n)
+    }
+
+    #[kest::verified(policy = "allow", runtime = rt())]
+    fn into_n(self) -> u32 {
+        if self.n == 0 {
+            return 100;
+        }
+        self.n
+    }
+
+    #[kest::verified(policy = "allow", runtime = rt())]
+    async fn peek_async(&self) -> u32 {
+        tokio::task::yield_now().await;
+        if self.n == 0 {
+            return 100;
+        }
+        self.n
+    }
+
+    #[kest::verified(policy = "allow", runtime = rt())]
+    async fn bump_async(&mut self) -> u32 {
+        tokio::task::yield_now().await;
+        self.n += 1;
+        if self.n > 1 {
+            return 100;
+        }
+        self.n
+    }
+
+    #[kest::verified(policy = "allow", runtime = rt())]
+    async fn into_n_async(self) -> Result<u32, AppError> {
+        tokio::task::yield_now().await;
+        if self.n == 0 {
+            return Ok(100);
+        }
+        Ok(self.n)
+    }
+
+    #[kest::verified(policy = "allow", runtime = rt())]
+    fn scaled<T: Into<u32>>(&self, by: T) -> u32 {
+        let by = by.into();
+        if by == 0 {
+            return 100;
+        }
+        self.n * by
+    }
+}
+
+/// The passport of `flow` holds exactly `ops`, in order, each signed by the
+/// workload, and none failed.
+fn assert_recorded(flow: &Lineage, ops: &[&str]) {
+    let p = verify(flow);
+    let got: Vec<&str> = p.entries().iter().map(|e| e.payload().operation.as_str()).collect();
+    assert_eq!(got, ops);
+    for e in p.entries() {
+        assert!(
+            !e.payload().added_taints.iter().any(|t| t == "failed_execution"),
+            "{}",
+            e.payload().operation
+        );
+    }
+}
+
+#[test]
+fn early_return_sync() {
+    let flow = Lineage::new();
+    flow.enter(|| {
+        assert_eq!(early_sync(0).unwrap(), 100);
+        assert_eq!(early_sync(7).unwrap(), 7);
+        assert_eq!(early_sync_result(0).unwrap(), 100);
+        assert_eq!(early_sync_result(7).unwrap(), 7);
+        assert_eq!(early_generic("").unwrap(), 100);
+        assert_eq!(early_generic(String::from("abc")).unwrap(), 3);
+        let mut c = Counter { n: 0 };
+        assert_eq!(c.peek().unwrap(), 100);
+        assert_eq!(c.bump().unwrap(), 1);
+        assert_eq!(c.bump().unwrap(), 100);
+        assert_eq!(c.scaled(0u8).unwrap(), 100);
+        assert_eq!(c.scaled(3u16).unwrap(), 6);
+        assert_eq!(Counter { n: 0 }.into_n().unwrap(), 100);
+        assert_eq!(c.into_n().unwrap(), 2);
+    });
+    assert_recorded(
+        &flow,
+        &[
+            "early_sync",
+            "early_sync",
+            "early_sync_result",
+            "early_sync_result",
+            "early_generic",
+            "early_generic",
+            "peek",
+            "bump",
+            "bump",
+            "scaled",
+            "scaled",
+            "into_n",
+            "into_n",
+        ],
+    );
+}
+
+#[test]
+fn early_return_of_an_error_is_recorded_as_failed() {
+    let flow = Lineage::new();
+    flow.enter(|| assert!(matches!(early_sync_result(1), Err(AppError::NotFound(_)))));
+    let p = verify(&flow);
+    assert_eq!(p.len(), 1);
+    assert!(p.entries()[0].payload().added_taints.contains(&"failed_execution".to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_return_async() {
+    let flow = Lineage::new();
+    flow.scope(async {
+        assert_eq!(early_async(0).await.unwrap(), 100);
+        assert_eq!(early_async(7).await.unwrap(), 7);
+        assert_eq!(early_async_result(0).await.unwrap(), 100);
+        assert_eq!(early_async_result(7).await.unwrap(), 7);
+        assert_eq!(early_generic_async("").await.unwrap(), 100);
+        assert_eq!(early_generic_async("ab").await.unwrap(), 2);
+        let mut c = Counter { n: 0 };
+        assert_eq!(c.peek_async().await.unwrap(), 100);
+        assert_eq!(c.bump_async().await.unwrap(), 1);
+        assert_eq!(c.bump_async().await.unwrap(), 100);
+        assert_eq!(Counter { n: 0 }.into_n_async().await.unwrap(), 100);
+        assert_eq!(c.into_n_async().await.unwrap(), 2);
+    })
+    .await;
+    assert_recorded(
+        &flow,
+        &[
+            "early_async",
+            "early_async",
+            "early_async_result",
+            "early_async_result",
+            "early_generic_async",
+            "early_generic_async",
+            "peek_async",
+            "bump_async",
+            "bump_async",
+            "into_n_async",
+            "into_n_async",
+        ],
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Trait-impl methods: the signature must already be `Result<T, E>` with
+// `E: From<KestError>`; it is kept as it is.
+
+trait Tool {
+    fn run(&self, input: &str) -> Result<usize, AppError>;
+    async fn run_async(&mut self, input: &str) -> Result<usize, AppError>;
+}
+
+struct Upper {
+    calls: u32,
+}
+
+impl Tool for Upper {
+    #[kest::verified(policy = "allow", runtime = rt(), agent = "upper")]
+    fn run(&self, input: &str) -> Result<usize, AppError> {
+        if input.is_empty() {
+            return Ok(100);
+        }
+        Ok(input.len() + self.calls as usize)
+    }
+
+    #[kest::verified(policy = "allow", runtime = rt(), operation = "tool.run_async")]
+    async fn run_async(&mut self, input: &str) -> Result<usize, AppError> {
+        tokio::task::yield_now().await;
+        self.calls += 1;
+        if input.is_empty() {
+            return Ok(100);
+        }
+        Ok(input.len())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trait_impl_methods_sync_and_async() {
+    let flow = Lineage::new();
+    let mut tool = Upper { calls: 0 };
+    flow.scope(async {
+        assert_eq!(tool.run("").unwrap(), 100);
+        assert_eq!(tool.run("abc").unwrap(), 3);
+        assert_eq!(tool.run_async("").await.unwrap(), 100);
+        assert_eq!(tool.run_async("ab").await.unwrap(), 2);
+        assert_eq!(tool.run("abc").unwrap(), 5);
+    })
+    .await;
+    assert_recorded(&flow, &["run", "run", "tool.run_async", "tool.run_async", "run"]);
+}
+
+trait Named {
+    type Error: From<KestError>;
+    fn name(&self) -> Result<&str, Self::Error>;
+}
+
+impl Named for Upper {
+    type Error = AppError;
+    #[kest::verified(policy = "allow", runtime = rt())]
+    fn name(&self) -> Result<&str, Self::Error> {
+        Ok("upper")
+    }
+}
+
+impl Upper {
+    #[kest::verified(policy = "allow", runtime = rt())]
+    fn label(&self) -> &str {
+        if self.calls == 0 {
+            return "none";
+        }
+        "some"
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trait_async_future_is_send() {
+    let h = tokio::spawn(async {
+        let mut tool = Upper { calls: 0 };
+        tool.run_async("abc").await.unwrap() + tool.name().unwrap().len() + tool.label().unwrap().len()
+    });
+    assert_eq!(h.await.unwrap(), 12);
+}
+
+// ---------------------------------------------------------------------------
+// Deviation scope names. The generated `Verified` lives in a static inside
+// the function; these bodies read it through the expansion's local
+// `__kest_hook` (an internal name, read here only to test the expansion).
+
+mod scoped {
+    use super::rt;
+
+    #[kest::verified(policy = "allow", runtime = rt())]
+    pub fn lookup() -> String {
+        __kest_hook.scope_name().to_owned()
+    }
+
+    #[kest::verified(policy = "allow", runtime = rt(), operation = "billing.lookup")]
+    pub fn lookup_named() -> String {
+        __kest_hook.scope_name().to_owned()
+    }
+
+    pub struct Store;
+
+    impl Store {
+        #[kest::verified(policy = "allow", runtime = rt())]
+        pub async fn lookup_async(&self) -> String {
+            __kest_hook.scope_name().to_owned()
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scope_name_is_the_qualified_path_or_the_explicit_operation() {
+    let flow = Lineage::new();
+    let names = flow
+        .scope(async {
+            (
+                scoped::lookup().unwrap(),
+                scoped::lookup_named().unwrap(),
+                scoped::Store.lookup_async().await.unwrap(),
+            )
+        })
+        .await;
+    assert_eq!(names.0, "macros::scoped::lookup");
+    assert_eq!(names.1, "billing.lookup");
+    assert_eq!(names.2, "macros::scoped::lookup_async");
+    assert_recorded(&flow, &["lookup", "billing.lookup", "lookup_async"]);
+}
+
+#[test]
+fn scope_name_defaults_to_the_operation() {
+    let hook = kest::hook::Verified::builder("op").policy("allow").build().unwrap();
+    assert_eq!(hook.scope_name(), "op");
+    let hook = kest::hook::Verified::builder("op").policy("allow").scope_name("a::b::op").build().unwrap();
+    assert_eq!((hook.operation(), hook.scope_name()), ("op", "a::b::op"));
+}

@@ -272,6 +272,14 @@ pub enum ErrorKind {
     UnknownOrigin,
     /// The key source could not resolve the signer's key.
     KeyUnavailable,
+    /// Ingress: `kest.chain_tip` does not name the passport's tips.
+    TipMismatch,
+    /// Ingress: the newest tip is too old, or a tip is dated in the future.
+    StalePassport,
+    /// Ingress: a tip is not signed by the authenticated caller.
+    TipNotSignedByPeer,
+    /// Ingress: an identity claim contains a control character.
+    InvalidIdentity,
 }
 
 impl ErrorKind {
@@ -307,6 +315,10 @@ impl ErrorKind {
             ErrorKind::TrustEscalation => "trust_escalation",
             ErrorKind::UnknownOrigin => "unknown_origin",
             ErrorKind::KeyUnavailable => "key_unavailable",
+            ErrorKind::TipMismatch => "tip_mismatch",
+            ErrorKind::StalePassport => "stale_passport",
+            ErrorKind::TipNotSignedByPeer => "tip_not_signed_by_peer",
+            ErrorKind::InvalidIdentity => "invalid_identity",
         }
     }
 

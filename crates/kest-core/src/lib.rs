@@ -44,6 +44,7 @@ pub mod encoding;
 pub mod entry;
 pub mod error;
 pub mod hash;
+pub mod ingress;
 pub mod json;
 pub mod jws;
 pub mod keyset;

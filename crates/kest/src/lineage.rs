@@ -40,6 +40,10 @@ pub struct FlowIdentity {
     pub task: Option<String>,
     /// The raw bearer token, when one was verified at the edge.
     pub jwt: Option<String>,
+    /// The RFC 8693 delegation chain of the verified token (the actors
+    /// behind the current one, outermost first), recorded as the entry
+    /// label `kest.delegation`; empty when there is none.
+    pub delegation: Vec<String>,
 }
 
 impl std::fmt::Debug for FlowIdentity {
@@ -49,6 +53,7 @@ impl std::fmt::Debug for FlowIdentity {
             .field("agent", &self.agent)
             .field("task", &self.task)
             .field("jwt", &self.jwt.as_ref().map(|_| "<redacted>"))
+            .field("delegation", &self.delegation)
             .finish()
     }
 }

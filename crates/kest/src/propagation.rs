@@ -12,10 +12,21 @@
 //!
 //! Extraction fails closed: a claim check missing from the cache, a cache
 //! that cannot be reached, a value that does not decode or inflate (bounded),
-//! a passport that does not verify, a `kest.chain_tip` naming an entry that is
-//! not in the passport — each is a [`PropagationError`] with the HTTP status
-//! the server should answer ([`PropagationError::http_status`]). Only a
-//! baggage without any passport key is a new flow with an empty passport.
+//! a passport that does not verify — each is a [`PropagationError`] with the
+//! HTTP status the server should answer ([`PropagationError::http_status`]).
+//! Only a baggage without any passport key is a new flow with an empty
+//! passport.
+//!
+//! The verified passport is then **bound** to the request (SPEC §7.5,
+//! [`kest_core::ingress`]): `kest.chain_tip` must name exactly its tips (a
+//! sender can neither rewind to a clean ancestor nor drop a tainted branch;
+//! [`IngressRules::allow_tip_subset`] accepts a non-empty subset of the tips
+//! for senders that write only one), its newest tip must be younger than the
+//! maximum age (a captured passport cannot be replayed later), every tip
+//! must be signed by the authenticated peer when there is one, and
+//! `kest.user`/`kest.agent`/`kest.task` are kept only when they equal the
+//! `kest.identity` signed into every tip — otherwise they are dropped (and
+//! the drop logged), never passed to policy or signed into a new entry.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -47,7 +58,9 @@
 //! let verifier = Verifier::new(keys);
 //! let extracted = propagator.extract(&Baggage::parse(&header).unwrap(), &verifier).await.unwrap();
 //! assert_eq!(extracted.passport.len(), 2);
-//! assert_eq!(extracted.identity.user.as_deref(), Some("alice"));
+//! // `alice` is only a claim: no entry signed that identity, so it is dropped.
+//! assert_eq!(extracted.identity.user, None);
+//! assert_eq!(extracted.dropped_claims, ["user"]);
 //! let continued = extracted.into_lineage().unwrap();
 //! assert_eq!(continued.tips(), flow.tips());
 //! # }
@@ -62,6 +75,7 @@ use kest_core::baggage::{
     KEST_JWT, KEST_PASSPORT, KEST_PASSPORT_Z, KEST_TASK, KEST_USER, PackOptions, Packed, PassportSource,
     claim_key, format_chain_tip, pack, parse_chain_tip, unpack, write_claim_check,
 };
+use kest_core::ingress::{IdentityClaims, IngressError, IngressRules, bind};
 use kest_core::{DraftError, EntryHash, Limits, Passport, UnverifiedPassport, Verifier, VerifyError};
 use uuid::Uuid;
 
@@ -119,6 +133,11 @@ pub enum PropagationError {
         /// The tip.
         tip: EntryHash,
     },
+    /// The verified passport is not bound to this request (SPEC §7.5):
+    /// chain tip not the passport's tips, stale, not signed by the peer, or
+    /// an identity claim with control characters.
+    #[error("the propagated passport is refused: {0}")]
+    Ingress(IngressError),
     /// The claim-checked passport is not in the cache (expired, deleted, or
     /// never stored there). Never read as an empty passport.
     #[error("claim check `{id}` is not in the cache (expired or unknown)")]
@@ -153,7 +172,31 @@ impl PropagationError {
             | PropagationError::TipNotInPassport { .. } => 400,
             PropagationError::ClaimCheckNotFound { .. } | PropagationError::NoCacheForClaimCheck => 424,
             PropagationError::CacheUnavailable(_) => 503,
+            PropagationError::Verification(VerifyError::Entry { source, .. })
+                if source.kind() == kest_core::ErrorKind::KeyUnavailable =>
+            {
+                503
+            }
             PropagationError::Verification(_) => 403,
+            PropagationError::Ingress(e) if e.kind() == kest_core::ErrorKind::InvalidIdentity => 400,
+            PropagationError::Ingress(_) => 403,
+        }
+    }
+
+    /// The stable kind written as `error` in HTTP bodies.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PropagationError::Baggage(BaggageError::TooLarge { .. } | BaggageError::TooManyMembers { .. }) => {
+                "baggage_too_large"
+            }
+            PropagationError::Baggage(_) => "malformed_baggage",
+            PropagationError::BadChainTip { .. } => "bad_chain_tip",
+            PropagationError::TipNotInPassport { .. } => "tip_not_in_passport",
+            PropagationError::ClaimCheckNotFound { .. } => "claim_check_not_found",
+            PropagationError::NoCacheForClaimCheck => "no_cache_for_claim_check",
+            PropagationError::CacheUnavailable(_) => "cache_unavailable",
+            PropagationError::Verification(e) => e.kind().as_str(),
+            PropagationError::Ingress(e) => e.kind().as_str(),
         }
     }
 }
@@ -165,13 +208,17 @@ pub struct Extracted {
     /// The verified passport (empty only when the baggage held no passport
     /// key: a new flow).
     pub passport: Passport,
-    /// Where the next entry attaches: `kest.chain_tip` when present (every
-    /// one an entry of `passport`), else the passport's tips.
+    /// Where the next entry attaches: the passport's tips (all of them, or
+    /// the subset `kest.chain_tip` named when the rules allow a subset).
     pub tips: Vec<EntryHash>,
-    /// `kest.user`, `kest.agent`, `kest.task` (and `kest.jwt` when the
-    /// propagator forwards tokens), unverified: whoever terminates the
-    /// request's credentials may overwrite them.
+    /// `kest.user`, `kest.agent`, `kest.task` — only those equal to the
+    /// `kest.identity` signed into every tip (and `kest.jwt` when the
+    /// propagator forwards tokens). Identity verified at this hop (the
+    /// identity layer) overwrites them.
     pub identity: FlowIdentity,
+    /// The identity claims of the baggage that were dropped because no
+    /// signed entry vouches for them (`user`, `agent`, `task`).
+    pub dropped_claims: Vec<&'static str>,
 }
 
 impl Extracted {
@@ -184,7 +231,7 @@ impl Extracted {
     /// [`tips`](Extracted::tips), with the identity. Fails only if `tips`
     /// was changed to name an entry outside the passport or to repeat one.
     pub fn into_lineage(self) -> Result<Lineage, PropagationError> {
-        let Extracted { passport, tips, identity } = self;
+        let Extracted { passport, tips, identity, .. } = self;
         let shown = format_chain_tip(&tips);
         match Lineage::from_passport_at(passport, tips) {
             Ok(lineage) => Ok(lineage.with_identity(identity)),
@@ -205,6 +252,7 @@ pub struct Propagator {
     max_inflated_bytes: usize,
     baggage_limits: BaggageLimits,
     forward_jwt: bool,
+    ingress: IngressRules,
 }
 
 impl fmt::Debug for Propagator {
@@ -217,6 +265,7 @@ impl fmt::Debug for Propagator {
             .field("max_inflated_bytes", &self.max_inflated_bytes)
             .field("baggage_limits", &self.baggage_limits)
             .field("forward_jwt", &self.forward_jwt)
+            .field("ingress", &self.ingress)
             .finish()
     }
 }
@@ -231,6 +280,7 @@ impl Default for Propagator {
             max_inflated_bytes: DEFAULT_MAX_INFLATED_BYTES,
             baggage_limits: BaggageLimits::default(),
             forward_jwt: false,
+            ingress: IngressRules::default(),
         }
     }
 }
@@ -258,6 +308,13 @@ impl PropagatorBuilder {
     /// How long a claim-checked passport stays in the cache (default 300 s).
     pub fn claim_ttl(mut self, ttl: Duration) -> Self {
         self.inner.claim_ttl = ttl;
+        self
+    }
+
+    /// How a received passport is bound to the request (default: the chain
+    /// tip names exactly the tips, newest tip at most 300 s old).
+    pub fn ingress(mut self, rules: IngressRules) -> Self {
+        self.inner.ingress = rules;
         self
     }
 
@@ -411,20 +468,45 @@ impl Propagator {
         Ok(())
     }
 
-    /// Reads a flow from `baggage` and verifies its passport with
-    /// `verifier`.
-    ///
-    /// Order: `kest.chain_tip` is parsed; the passport comes from the claim
-    /// check (resolved in the cache), else `kest.passport_z` (inflation
-    /// bounded), else `kest.passport`; it is parsed under the
-    /// [limits](PropagatorBuilder::limits) and verified; every chain tip
-    /// must be one of its entries (the passport's own tips when absent).
-    /// No passport key at all is a new flow: an empty passport and no tips.
-    /// Any other failure is an error, never an empty passport.
+    /// The rules binding a received passport to its request.
+    pub fn ingress_rules(&self) -> &IngressRules {
+        &self.ingress
+    }
+
+    /// This propagator with other ingress rules.
+    pub fn with_ingress(mut self, rules: IngressRules) -> Propagator {
+        self.ingress = rules;
+        self
+    }
+
+    /// Reads a flow from `baggage`, verifies its passport with `verifier`
+    /// and binds it to the request (see [`Propagator::extract_from_peer`];
+    /// no authenticated peer).
     pub async fn extract(
         &self,
         baggage: &Baggage,
         verifier: &Verifier,
+    ) -> Result<Extracted, PropagationError> {
+        self.extract_from_peer(baggage, verifier, None).await
+    }
+
+    /// Reads a flow from `baggage`, verifies its passport with `verifier`
+    /// and binds it to the request.
+    ///
+    /// Order: `kest.chain_tip` is parsed; the passport comes from the claim
+    /// check (resolved in the cache), else `kest.passport_z` (inflation
+    /// bounded), else `kest.passport`; it is parsed under the
+    /// [limits](PropagatorBuilder::limits) and verified; then the
+    /// [ingress rules](PropagatorBuilder::ingress) apply, with `peer` — the
+    /// authenticated calling workload, when there is one — required to
+    /// have signed every tip. No passport key at all is a new flow: an
+    /// empty passport, no tips, no identity claims. Any other failure is an
+    /// error, never an empty passport.
+    pub async fn extract_from_peer(
+        &self,
+        baggage: &Baggage,
+        verifier: &Verifier,
+        peer: Option<&str>,
     ) -> Result<Extracted, PropagationError> {
         let chain_tip = match baggage.get(KEST_CHAIN_TIP) {
             None => None,
@@ -453,35 +535,37 @@ impl Propagator {
                 verifier.verify(&unverified).map_err(PropagationError::Verification)?
             }
         };
-        let tips = match chain_tip {
-            None => passport.tips().to_vec(),
-            // "0" says "start a new root": with history attached that would
-            // let the sender detach the next entry from its lineage (fresh
-            // trust, no inherited taints). Refused.
-            Some(tips) if tips.is_empty() && !passport.is_empty() => {
-                return Err(PropagationError::BadChainTip {
-                    reason: "chain tip \"0\" (a new root) with a non-empty passport".into(),
-                });
-            }
-            Some(tips) => {
-                if let Some(tip) = tips.iter().find(|t| !passport.contains(t)) {
-                    return Err(PropagationError::TipNotInPassport { tip: *tip });
-                }
-                tips
-            }
-        };
-        Ok(Extracted { passport, tips, identity: self.read_identity(baggage) })
-    }
-
-    fn read_identity(&self, baggage: &Baggage) -> FlowIdentity {
         let get = |key: &str| baggage.get(key).filter(|v| !v.is_empty()).map(str::to_owned);
-        FlowIdentity {
-            user: get(KEST_USER),
-            agent: get(KEST_AGENT),
-            task: get(KEST_TASK),
-            jwt: if self.forward_jwt { get(KEST_JWT) } else { None },
+        let claims = IdentityClaims { user: get(KEST_USER), agent: get(KEST_AGENT), task: get(KEST_TASK) };
+        let mut rules = self.ingress.clone();
+        if let Some(peer) = peer {
+            rules.peer = Some(peer.to_owned());
         }
+        let bound = bind(&passport, chain_tip.as_deref(), &claims, &rules, now_ms())
+            .map_err(PropagationError::Ingress)?;
+        if !bound.dropped.is_empty() {
+            tracing::warn!(
+                dropped = ?bound.dropped,
+                "kest: baggage identity claims not signed into the passport's tips were dropped"
+            );
+        }
+        let identity = FlowIdentity {
+            user: bound.identity.user,
+            agent: bound.identity.agent,
+            task: bound.identity.task,
+            jwt: if self.forward_jwt { get(KEST_JWT) } else { None },
+            ..FlowIdentity::default()
+        };
+        Ok(Extracted { passport, tips: bound.tips, identity, dropped_claims: bound.dropped })
     }
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it, which
+/// makes every passport look stale: fail closed).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]

@@ -42,6 +42,7 @@ use kest_core::Classification;
 use serde::Serialize;
 
 pub use call::CallContext;
+pub use plan::LABEL_DELEGATION;
 
 use crate::error::KestError;
 use crate::runtime::ConfigError;

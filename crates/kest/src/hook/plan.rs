@@ -29,6 +29,10 @@ use crate::policy::{
 use crate::runtime::{ConfigError, Kest, global};
 use crate::telemetry::HookSpan;
 
+/// The entry label recording an RFC 8693 delegation chain (a JSON array of
+/// the actors behind the current one).
+pub const LABEL_DELEGATION: &str = "kest.delegation";
+
 /// Everything decided before the operation runs.
 pub(super) struct Pending {
     pub(super) identity: Arc<dyn IdentityProvider>,
@@ -229,7 +233,7 @@ impl Verified {
         let snapshot = lineage.snapshot();
 
         // 3. user / agent / task / resource.
-        let FlowIdentity { user, agent, task, .. } = snapshot.identity.clone();
+        let FlowIdentity { user, agent, task, delegation, .. } = snapshot.identity.clone();
         let user = call.user.clone().or(user);
         let agent = call.agent.clone().or(agent);
         let task = call.task.clone().or(task);
@@ -239,7 +243,12 @@ impl Verified {
         if let Some(e) = &call.evaluator {
             rules.evaluator = Arc::clone(e);
         }
-        let draft = self.draft(&snapshot, &rules, &user, &agent, &task, call)?;
+        let mut draft = self.draft(&snapshot, &rules, &user, &agent, &task, call)?;
+        if !delegation.is_empty() {
+            let chain = serde_json::to_string(&delegation)
+                .map_err(|e| KestError::Hash { what: "delegation label", message: e.to_string() })?;
+            draft.labels.insert(LABEL_DELEGATION.into(), chain);
+        }
         let parent_refs: Vec<&Entry> = snapshot.parents.iter().map(|p| p.as_ref()).collect();
         let mut entry = prepare_entry(&parent_refs, &draft, identity.principal(), &rules)?;
 

@@ -23,6 +23,9 @@ pub(crate) struct Gate {
     pub(crate) lineage: Lineage,
     /// The OpenTelemetry context it runs in (`None`: the current one).
     pub(crate) otel: Option<opentelemetry::Context>,
+    /// The identity verified by this layer, handed to the layers inside as
+    /// a request extension.
+    pub(crate) extension: Option<super::VerifiedIdentity>,
 }
 
 pub(crate) type Check = BoxFuture<'static, Result<Gate, Rejection>>;
@@ -93,8 +96,11 @@ where
                         return Poll::Pending;
                     }
                     Poll::Ready(Err(rejection)) => return Poll::Ready(Ok(rejection.into_response())),
-                    Poll::Ready(Ok(Gate { lineage, otel })) => {
-                        let (mut service, request) = *pending;
+                    Poll::Ready(Ok(Gate { lineage, otel, extension })) => {
+                        let (mut service, mut request) = *pending;
+                        if let Some(identity) = extension {
+                            request.extensions_mut().insert(identity);
+                        }
                         let otel = otel.unwrap_or_else(opentelemetry::Context::current);
                         let future = {
                             let _attached = otel.clone().attach();

@@ -3,18 +3,30 @@
 //!
 //! - Keys: RS256 (`RSA`), ES256 (`EC` P-256), EdDSA (`OKP` Ed25519), from a
 //!   JWKS URL or file; the token's `alg` must be the one its key's type
-//!   allows, and its `kid` must name a key. On an unknown `kid` the source is
-//!   refetched (key rotation), at most once per 30 s.
+//!   allows, and its `kid` must name a key. The source is refreshed on an
+//!   interval (a removed key stops verifying) and refetched on an unknown
+//!   `kid` (key rotation), rate-limited; keys older than the maximum
+//!   staleness are refused ([`RefreshPolicy`]).
 //! - Claims: `exp` required, `exp`/`nbf` checked with a 30 s leeway; `iss`
-//!   and `aud` required and checked when configured.
+//!   checked when configured; `aud` **required** — building the layer
+//!   without an audience fails unless
+//!   [`allow_any_audience`](IdentityLayerBuilder::allow_any_audience) opts
+//!   out (development only, logged).
 //! - Identity: user = the configured claim (default `preferred_username`),
 //!   else `sub`; agent = `azp`, else `client_id`; task = `scope`. For an
-//!   RFC 8693 token with an `act` claim (as SPEC §7.5 fixes it): user =
-//!   `act.sub`, agent = `sub`. The raw token becomes `kest.jwt`. The
-//!   verified identity **replaces** whatever identity the caller propagated
-//!   in `baggage` (a value the token does not carry is cleared, not kept
-//!   from unverified baggage), in the current flow when there is one (the
-//!   [`LineageLayer`](super::LineageLayer) outside), else in a new flow.
+//!   RFC 8693 token with an `act` claim (RFC 8693 §4.1): user = `sub` (on
+//!   whose behalf), agent = `act.sub` (the current actor), and nested `act`
+//!   claims (prior actors) become the delegation chain, recorded as the
+//!   entry label `kest.delegation`;
+//!   [`reference_act_mapping`](IdentityLayerBuilder::reference_act_mapping)
+//!   reproduces the reference's reverse mapping. Values with control
+//!   characters are refused (400 `invalid_identity`), never recorded. The
+//!   raw token becomes `kest.jwt`. The verified identity **replaces**
+//!   whatever identity the caller propagated in `baggage`, in the current
+//!   flow when there is one (a [`LineageLayer`](super::LineageLayer)
+//!   outside) and, for a lineage layer inside, through the request's
+//!   [`VerifiedIdentity`] extension — so either order is safe (and
+//!   [`KestLayer`](super::KestLayer) composes them in one).
 //! - A missing or invalid token is answered with 401, a JSON body
 //!   `{"error": "<kind>", "message": "..."}` (see [`TokenError::kind`]) and
 //!   a `WWW-Authenticate: Bearer` challenge; the inner service never runs.
@@ -53,7 +65,8 @@ use serde_json::{Map, Value};
 use tower::{Layer, Service};
 
 use super::future::{Check, Gate, ResponseFuture};
-use super::jwks::{DEFAULT_REFETCH_INTERVAL, JwksError, JwksSource, TokenKeyStore};
+use super::jwks::{JwksError, JwksSource, TokenKeyError, TokenKeyStore};
+use super::refresh::RefreshPolicy;
 use super::{HttpConfigError, Rejection};
 use crate::lineage::{FlowIdentity, Lineage};
 
@@ -105,6 +118,17 @@ pub enum TokenError {
     /// A claim is missing or of the wrong type.
     #[error("invalid claims: {0}")]
     InvalidClaims(String),
+    /// An identity value (user, agent, task, actor) contains a control
+    /// character: refused with 400, never recorded.
+    #[error("the token's `{claim}` contains a control character")]
+    InvalidIdentity {
+        /// The claim.
+        claim: &'static str,
+    },
+    /// The token keys are older than the maximum staleness (the JWKS
+    /// source could not be refreshed).
+    #[error("the token keys are stale")]
+    KeysUnavailable,
 }
 
 impl TokenError {
@@ -122,11 +146,20 @@ impl TokenError {
             TokenError::WrongIssuer => "wrong_issuer",
             TokenError::WrongAudience => "wrong_audience",
             TokenError::InvalidClaims(_) => "invalid_claims",
+            TokenError::InvalidIdentity { .. } => "invalid_identity",
+            TokenError::KeysUnavailable => "keys_unavailable",
         }
     }
 
-    fn into_rejection(self) -> Rejection {
-        let mut r = Rejection::new(StatusCode::UNAUTHORIZED, self.kind(), self.to_string());
+    pub(crate) fn into_rejection(self) -> Rejection {
+        let status = match self {
+            TokenError::InvalidIdentity { .. } => {
+                return Rejection::new(StatusCode::BAD_REQUEST, self.kind(), self.to_string());
+            }
+            TokenError::KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::UNAUTHORIZED,
+        };
+        let mut r = Rejection::new(status, self.kind(), self.to_string());
         r.www_authenticate = Some(match self {
             TokenError::Missing => "Bearer",
             _ => "Bearer error=\"invalid_token\"",
@@ -163,9 +196,22 @@ pub struct TokenVerifier {
     keys: Keys,
     issuers: Vec<String>,
     audiences: Vec<String>,
+    any_audience: bool,
     user_claim: Option<String>,
     leeway: Duration,
+    reference_act_mapping: bool,
 }
+
+/// The identity verified at this hop (a bearer token, or any other
+/// authentication a service puts in front of Kest), as a request
+/// extension: a [`LineageLayer`](super::LineageLayer) inside uses it over
+/// the identity claims propagated in `baggage`, and an entry point needs it
+/// (or an [`AuthenticatedPeer`](super::AuthenticatedPeer)) to start a flow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedIdentity(pub FlowIdentity);
+
+/// Deepest RFC 8693 `act` nesting accepted.
+const MAX_ACT_DEPTH: usize = 16;
 
 impl std::fmt::Debug for TokenVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -176,8 +222,10 @@ impl std::fmt::Debug for TokenVerifier {
         };
         d.field("issuers", &self.issuers)
             .field("audiences", &self.audiences)
+            .field("any_audience", &self.any_audience)
             .field("user_claim", &self.user_claim)
             .field("leeway", &self.leeway)
+            .field("reference_act_mapping", &self.reference_act_mapping)
             .finish()
     }
 }
@@ -207,7 +255,10 @@ impl TokenVerifier {
             }
             Keys::Jwks(store) => {
                 let kid = header.kid.clone().ok_or(TokenError::MissingKid)?;
-                let key = store.key(&kid).await.ok_or_else(|| TokenError::UnknownKey(kid.clone()))?;
+                let key = store.key(&kid).await.map_err(|e| match e {
+                    TokenKeyError::Unknown => TokenError::UnknownKey(kid.clone()),
+                    TokenKeyError::Stale => TokenError::KeysUnavailable,
+                })?;
                 if header.alg != key.alg {
                     return Err(TokenError::AlgorithmNotAllowed { alg: format!("{:?}", header.alg), kid });
                 }
@@ -228,7 +279,7 @@ impl TokenVerifier {
             }
         };
         self.check_claims(&claims, now_seconds())?;
-        let identity = self.identity(&claims, token);
+        let identity = self.identity(&claims, token)?;
         Ok(VerifiedToken { claims, identity })
     }
 
@@ -258,7 +309,7 @@ impl TokenVerifier {
                 return Err(TokenError::WrongIssuer);
             }
         }
-        if !self.audiences.is_empty() {
+        if !self.any_audience {
             let accepted = |a: &str| self.audiences.iter().any(|x| x == a);
             let ok = match claims.get("aud") {
                 Some(Value::String(a)) => accepted(a),
@@ -272,7 +323,7 @@ impl TokenVerifier {
         Ok(())
     }
 
-    fn identity(&self, claims: &Map<String, Value>, token: &str) -> FlowIdentity {
+    fn identity(&self, claims: &Map<String, Value>, token: &str) -> Result<FlowIdentity, TokenError> {
         let task = match claims.get("scope") {
             Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
             Some(Value::Array(list)) => {
@@ -281,10 +332,31 @@ impl TokenVerifier {
             }
             _ => None,
         };
-        let actor = claims.get("act").and_then(Value::as_object).and_then(|act| non_empty_str(act, "sub"));
-        let (user, agent) = match actor {
-            // RFC 8693 on-behalf-of, mapped as SPEC §7.5 fixes it.
-            Some(act_sub) => (Some(act_sub.to_owned()), non_empty_str(claims, "sub").map(str::to_owned)),
+        let mut delegation = Vec::new();
+        let (user, agent) = match claims.get("act") {
+            Some(act) => {
+                // RFC 8693 §4.1: `act.sub` is the current actor; nested
+                // `act` members are the prior actors, outermost first.
+                let mut actors = Vec::new();
+                let mut next = Some(act);
+                while let Some(level) = next {
+                    let obj = level
+                        .as_object()
+                        .ok_or_else(|| TokenError::InvalidClaims("`act` is not an object".into()))?;
+                    let sub = non_empty_str(obj, "sub")
+                        .ok_or_else(|| TokenError::InvalidClaims("`act` has no `sub`".into()))?;
+                    actors.push(sub.to_owned());
+                    if actors.len() > MAX_ACT_DEPTH {
+                        return Err(TokenError::InvalidClaims(format!("`act` nested deeper than {MAX_ACT_DEPTH}")));
+                    }
+                    next = obj.get("act");
+                }
+                let subject = non_empty_str(claims, "sub").map(str::to_owned);
+                let mut actors = actors.into_iter();
+                let actor = actors.next();
+                delegation = actors.collect();
+                if self.reference_act_mapping { (actor, subject) } else { (subject, actor) }
+            }
             None => {
                 let user_claim = self.user_claim.as_deref().unwrap_or("preferred_username");
                 let user = non_empty_str(claims, user_claim).or_else(|| non_empty_str(claims, "sub"));
@@ -292,8 +364,21 @@ impl TokenVerifier {
                 (user.map(str::to_owned), agent.map(str::to_owned))
             }
         };
-        FlowIdentity { user, agent, task, jwt: Some(token.to_owned()) }
+        for (claim, value) in [("user", &user), ("agent", &agent), ("task", &task)] {
+            if value.as_deref().is_some_and(has_control) {
+                return Err(TokenError::InvalidIdentity { claim });
+            }
+        }
+        if delegation.iter().any(|a| has_control(a)) {
+            return Err(TokenError::InvalidIdentity { claim: "act" });
+        }
+        Ok(FlowIdentity { user, agent, task, jwt: Some(token.to_owned()), delegation })
     }
+}
+
+/// Whether an identity value contains a control character.
+pub(crate) fn has_control(value: &str) -> bool {
+    value.chars().any(char::is_control)
 }
 
 type EnvReader = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
@@ -304,9 +389,11 @@ pub struct IdentityLayerBuilder {
     source: Option<JwksSource>,
     issuers: Vec<String>,
     audiences: Vec<String>,
+    any_audience: bool,
     user_claim: Option<String>,
     leeway: Duration,
-    refetch_interval: Duration,
+    refresh: RefreshPolicy,
+    reference_act_mapping: bool,
     client: Option<reqwest::Client>,
     env: EnvReader,
 }
@@ -319,7 +406,9 @@ impl std::fmt::Debug for IdentityLayerBuilder {
             .field("audiences", &self.audiences)
             .field("user_claim", &self.user_claim)
             .field("leeway", &self.leeway)
-            .field("refetch_interval", &self.refetch_interval)
+            .field("any_audience", &self.any_audience)
+            .field("refresh", &self.refresh)
+            .field("reference_act_mapping", &self.reference_act_mapping)
             .finish_non_exhaustive()
     }
 }
@@ -330,9 +419,11 @@ impl Default for IdentityLayerBuilder {
             source: None,
             issuers: Vec::new(),
             audiences: Vec::new(),
+            any_audience: false,
             user_claim: None,
             leeway: DEFAULT_LEEWAY,
-            refetch_interval: DEFAULT_REFETCH_INTERVAL,
+            refresh: RefreshPolicy::default(),
+            reference_act_mapping: false,
             client: None,
             env: Arc::new(|name| std::env::var(name).ok()),
         }
@@ -376,10 +467,32 @@ impl IdentityLayerBuilder {
         self
     }
 
-    /// Accepts tokens for this audience (`aud`); may be repeated. With none,
-    /// `aud` is not checked.
+    /// Accepts tokens for this audience (`aud`); may be repeated. At least
+    /// one is required unless [`allow_any_audience`](Self::allow_any_audience).
     pub fn audience(mut self, audience: impl Into<String>) -> Self {
         self.audiences.push(audience.into());
+        self
+    }
+
+    /// Development only: accepts tokens for any audience (a token minted
+    /// for another service is then accepted here). Logged when built.
+    pub fn allow_any_audience(mut self) -> Self {
+        self.any_audience = true;
+        self
+    }
+
+    /// Maps RFC 8693 `act` tokens as the reference does (user = `act.sub`,
+    /// agent = `sub`) instead of RFC 8693 §4.1 (user = `sub`, agent =
+    /// `act.sub`), for deployments whose policies were written for it.
+    pub fn reference_act_mapping(mut self, on: bool) -> Self {
+        self.reference_act_mapping = on;
+        self
+    }
+
+    /// How the JWKS source is kept fresh (refresh interval, rate limit,
+    /// maximum staleness; default [`RefreshPolicy::default`]).
+    pub fn refresh(mut self, policy: RefreshPolicy) -> Self {
+        self.refresh = policy;
         self
     }
 
@@ -396,9 +509,10 @@ impl IdentityLayerBuilder {
         self
     }
 
-    /// Least time between two refetches for an unknown `kid` (default 30 s).
+    /// Least time between two refetches (default 30 s; see
+    /// [`refresh`](Self::refresh)).
     pub fn refetch_interval(mut self, interval: Duration) -> Self {
-        self.refetch_interval = interval;
+        self.refresh = self.refresh.min_refetch_interval(interval);
         self
     }
 
@@ -419,10 +533,16 @@ impl IdentityLayerBuilder {
     /// fails with [`HttpConfigError::NoJwks`] unless
     /// `KEST_INSECURE_NO_VERIFY=true` (any case).
     pub async fn build_verifier(self) -> Result<TokenVerifier, HttpConfigError> {
+        if self.audiences.is_empty() && !self.any_audience {
+            return Err(HttpConfigError::NoAudience);
+        }
+        if self.any_audience {
+            tracing::warn!("kest identity layer: `aud` is not checked (allow_any_audience); development only");
+        }
         let keys = match self.source {
             Some(source) => {
                 let client = super::jwks::client_or_default(self.client)?;
-                Keys::Jwks(TokenKeyStore::load(source, client, self.refetch_interval).await?)
+                Keys::Jwks(TokenKeyStore::load(source, client, self.refresh).await?)
             }
             None => {
                 let insecure =
@@ -443,8 +563,10 @@ impl IdentityLayerBuilder {
             keys,
             issuers: self.issuers,
             audiences: self.audiences,
+            any_audience: self.any_audience,
             user_claim: self.user_claim,
             leeway: self.leeway,
+            reference_act_mapping: self.reference_act_mapping,
         })
     }
 
@@ -493,7 +615,7 @@ pub struct IdentityService<S> {
 }
 
 /// The bearer token of a request.
-fn bearer_token<B>(request: &Request<B>) -> Result<String, TokenError> {
+pub(crate) fn bearer_token<B>(request: &Request<B>) -> Result<String, TokenError> {
     let mut values = request.headers().get_all(http::header::AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Err(TokenError::Missing);
@@ -537,8 +659,8 @@ where
             let token = token.map_err(TokenError::into_rejection)?;
             let verified = verifier.verify(&token).await.map_err(TokenError::into_rejection)?;
             let lineage = lineage.unwrap_or_default();
-            lineage.set_identity(verified.identity);
-            Ok(Gate { lineage, otel: None })
+            lineage.set_identity(verified.identity.clone());
+            Ok(Gate { lineage, otel: None, extension: Some(VerifiedIdentity(verified.identity)) })
         });
         ResponseFuture::new(check, service, request, None)
     }

@@ -19,13 +19,13 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use kest_core::KeySet;
 use serde_json::Value;
+
+use super::refresh::{RefreshPolicy, RefreshingJwks};
 
 /// Largest JWKS document read (1 MiB).
 pub const MAX_JWKS_BYTES: usize = 1 << 20;
@@ -92,7 +92,7 @@ impl JwksSource {
         }
     }
 
-    fn refetchable(&self) -> bool {
+    pub(crate) fn refetchable(&self) -> bool {
         !matches!(self, JwksSource::Json(_))
     }
 }
@@ -301,25 +301,21 @@ pub(crate) fn parse_token_keys(text: &str) -> Result<HashMap<String, TokenKey>, 
     Ok(out)
 }
 
-/// Bearer-token keys from a source, refetched when a token names an
-/// unknown `kid` — at most once per interval, concurrent misses waiting
-/// for the one refetch in flight.
+/// Bearer-token keys from a source, kept fresh by a [`RefreshPolicy`]:
+/// refreshed on an interval (so a removed key stops verifying), refetched
+/// when a token names an unknown `kid` (rate-limited), refused when stale.
+#[derive(Debug)]
 pub(crate) struct TokenKeyStore {
-    source: JwksSource,
-    client: reqwest::Client,
-    keys: ArcSwap<HashMap<String, TokenKey>>,
-    last_refetch: tokio::sync::Mutex<Option<Instant>>,
-    interval: Duration,
+    jwks: RefreshingJwks<HashMap<String, TokenKey>>,
 }
 
-impl std::fmt::Debug for TokenKeyStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenKeyStore")
-            .field("source", &self.source.to_string())
-            .field("kids", &self.keys.load().keys().collect::<Vec<_>>())
-            .field("interval", &self.interval)
-            .finish()
-    }
+/// Why no key could be found for a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum TokenKeyError {
+    /// No key with that `kid`, even after a refetch.
+    Unknown,
+    /// The keys are older than the maximum staleness.
+    Stale,
 }
 
 impl TokenKeyStore {
@@ -328,45 +324,30 @@ impl TokenKeyStore {
     pub(crate) async fn load(
         source: JwksSource,
         client: reqwest::Client,
-        interval: Duration,
+        policy: RefreshPolicy,
     ) -> Result<TokenKeyStore, JwksError> {
-        let keys = parse_token_keys(&source.load(&client).await?)?;
-        Ok(TokenKeyStore {
-            source,
-            client,
-            keys: ArcSwap::from_pointee(keys),
-            last_refetch: tokio::sync::Mutex::new(None),
-            interval,
-        })
+        Ok(TokenKeyStore { jwks: RefreshingJwks::load(source, client, parse_token_keys, policy).await? })
     }
 
-    /// The key named `kid`, refetching the source once if it is unknown and
-    /// the last refetch is older than the interval.
-    pub(crate) async fn key(&self, kid: &str) -> Option<TokenKey> {
-        if let Some(key) = self.keys.load().get(kid) {
-            return Some(key.clone());
+    /// The key named `kid`.
+    pub(crate) async fn key(&self, kid: &str) -> Result<TokenKey, TokenKeyError> {
+        self.jwks.refresh_if_due().await;
+        let lookup = || -> Result<Option<TokenKey>, TokenKeyError> {
+            let loaded = self.jwks.snapshot().map_err(|stale| {
+                tracing::warn!(source = %self.jwks.source(), age = ?stale.age, "token JWKS is stale; refusing tokens");
+                TokenKeyError::Stale
+            })?;
+            Ok(loaded.value.get(kid).cloned())
+        };
+        if let Some(key) = lookup()? {
+            return Ok(key);
         }
-        if !self.source.refetchable() {
-            return None;
+        if self.jwks.refetch("unknown kid").await
+            && let Some(key) = lookup()?
+        {
+            return Ok(key);
         }
-        let mut last = self.last_refetch.lock().await;
-        if let Some(key) = self.keys.load().get(kid) {
-            return Some(key.clone()); // refetched while we waited
-        }
-        if last.is_some_and(|t| t.elapsed() < self.interval) {
-            return None;
-        }
-        *last = Some(Instant::now());
-        match self.source.load(&self.client).await.and_then(|text| parse_token_keys(&text)) {
-            Ok(keys) => {
-                tracing::info!(source = %self.source, kids = keys.len(), "JWKS refetched for an unknown kid");
-                self.keys.store(Arc::new(keys));
-            }
-            Err(e) => {
-                tracing::warn!(source = %self.source, error = %e, "JWKS refetch failed; keeping the old keys")
-            }
-        }
-        self.keys.load().get(kid).cloned()
+        Err(TokenKeyError::Unknown)
     }
 }
 

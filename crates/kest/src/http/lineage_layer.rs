@@ -8,30 +8,45 @@
 //!    (8192 bytes, 64 members);
 //! 2. extracts the flow with its [`Propagator`] — claim checks resolved in
 //!    the propagator's cache, compressed values inflated (bounded) — and
-//!    verifies the passport with its [`Verifier`] (a key set is required:
-//!    building the layer without one is an error, because the history a
-//!    hop acts on must be verified; semantic checks are opt-in);
-//! 3. continues a valid `traceparent` (W3C Trace Context) as the remote
+//!    verifies the passport with its [`Verifier`] (a key set or
+//!    [`KeyResolver`] is required: building the layer without one is an
+//!    error, because the history a hop acts on must be verified; semantic
+//!    checks and unknown-origin refusal are on unless explicitly turned
+//!    off, which is logged; signatures already verified with the same key
+//!    are not checked again — a bounded [`VerifiedEntryCache`]);
+//! 3. binds it to the request (SPEC §7.5): the chain tip names exactly the
+//!    tips (`tip_mismatch`), the newest tip is younger than the maximum age
+//!    (`stale_passport`), every tip is signed by the authenticated peer
+//!    when there is one ([`AuthenticatedPeer`], `tip_not_signed_by_peer`),
+//!    and baggage identity claims are kept only when signed into the tips;
+//!    identity verified at this hop ([`VerifiedIdentity`], or the bearer
+//!    token of a [`KestLayer`](super::KestLayer)) replaces them;
+//! 4. a request without a passport: an **inner service** (the default)
+//!    refuses it (403 `missing_lineage`); an **entry point**
+//!    ([`LineageLayerBuilder::entry_point`]) starts a new flow scored with
+//!    its ingress origin (default `user_input`), and only for a verified
+//!    identity (401 `missing_token` otherwise);
+//! 5. continues a valid `traceparent` (W3C Trace Context) as the remote
 //!    parent of the OpenTelemetry context the inner service runs in, unless
 //!    an outer layer already made a span current (an invalid `traceparent`
 //!    is ignored, as the W3C recommends), and puts the parsed
 //!    [`TraceParent`] into the request's extensions;
-//! 4. runs the inner service inside the flow ([`Lineage::scope`]), so hooked
+//! 6. runs the inner service inside the flow ([`Lineage::scope`]), so hooked
 //!    functions append to the caller's passport, and the
 //!    [`KestPropagationMiddleware`](super::KestPropagationMiddleware)
 //!    carries it on.
 //!
-//! A request without `baggage` (or without passport keys in it) starts a
-//! new flow. Every failure is answered by the layer — the inner service
-//! never runs — with a JSON body `{"error": "<kind>", "message": "..."}`:
+//! Every failure is answered by the layer — the inner service never runs —
+//! with a JSON body `{"error": "<kind>", "message": "..."}`:
 //!
 //! | status | `error` |
 //! |---|---|
-//! | 400 | `malformed_baggage`, `bad_chain_tip`, `tip_not_in_passport` |
+//! | 400 | `malformed_baggage`, `bad_chain_tip`, `invalid_identity` |
+//! | 401 | `missing_token` (an entry point without a verified identity), token kinds |
 //! | 431 | `baggage_too_large` (above 8192 bytes or 64 members) |
 //! | 424 | `claim_check_not_found`, `no_cache_for_claim_check` |
-//! | 503 | `cache_unavailable` |
-//! | 403 | the verification error kind: `bad_signature`, `unknown_signer`, `dangling_parent`, … |
+//! | 503 | `cache_unavailable`, `key_unavailable` (stale key source) |
+//! | 403 | `missing_lineage`, `tip_mismatch`, `stale_passport`, `tip_not_signed_by_peer`, and the verification kinds: `bad_signature`, `unknown_signer`, `trust_escalation`, `unknown_origin`, … |
 //!
 //! A handler can send the final passport back to its caller with
 //! [`respond_with_passport`](super::respond_with_passport).
@@ -47,7 +62,7 @@
 //!
 //! let layer = LineageLayer::builder()
 //!     .jwks_url("https://keys.example/kest/jwks.json")?
-//!     .semantic(true)
+//!     .sanitizers(["spiffe://example/sanitizer"])
 //!     .propagator(Propagator::builder().cache(Arc::new(MemoryCache::new())).build())
 //!     .build()
 //!     .await?;
@@ -68,40 +83,43 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use http::{HeaderValue, Request, StatusCode};
 use kest_core::baggage::{Baggage, KEST_JWT};
-use kest_core::{KeySet, OriginMap, Verifier};
+use kest_core::{ErrorKind, KeyResolver, KeySet, OriginMap, VerifiedEntryCache, Verifier, VerifyError};
 use opentelemetry::trace::TraceContextExt as _;
 use tower::{Layer, Service};
 
 use super::future::{Check, Finish, Gate, ResponseFuture};
-use super::jwks::{JwksError, JwksSource, load_key_set};
+use super::identity_layer::{TokenError, TokenVerifier, VerifiedIdentity, bearer_token};
+use super::jwks::{JwksError, JwksSource};
+use super::key_resolver::JwksKeyResolver;
+use super::refresh::RefreshPolicy;
 use super::traceparent::{TRACEPARENT, TraceParent};
 use super::{BAGGAGE, HttpConfigError, Rejection};
 use crate::lineage::Lineage;
 use crate::propagation::{PropagationError, Propagator};
 
+/// The calling workload, authenticated by the transport (a SPIFFE ID from
+/// mTLS, a verified workload token), as a request extension set by
+/// whatever authenticated it. With it, every tip of the incoming passport
+/// must be signed by that workload (`tip_not_signed_by_peer`), and an entry
+/// point may start a flow for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthenticatedPeer(pub String);
+
+/// Default number of verified signatures remembered per layer.
+pub const DEFAULT_ENTRY_CACHE_CAPACITY: usize = 65_536;
+
 /// The stable `error` kind of a propagation failure.
 pub fn propagation_error_kind(error: &PropagationError) -> &'static str {
-    use kest_core::baggage::BaggageError;
-    match error {
-        PropagationError::Baggage(BaggageError::TooLarge { .. } | BaggageError::TooManyMembers { .. }) => {
-            "baggage_too_large"
-        }
-        PropagationError::Baggage(_) => "malformed_baggage",
-        PropagationError::BadChainTip { .. } => "bad_chain_tip",
-        PropagationError::TipNotInPassport { .. } => "tip_not_in_passport",
-        PropagationError::ClaimCheckNotFound { .. } => "claim_check_not_found",
-        PropagationError::NoCacheForClaimCheck => "no_cache_for_claim_check",
-        PropagationError::CacheUnavailable(_) => "cache_unavailable",
-        PropagationError::Verification(e) => e.kind().as_str(),
-    }
+    error.kind()
 }
 
 fn extraction_rejection(error: PropagationError) -> Rejection {
     let status = StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
-    let kind = propagation_error_kind(&error);
+    let kind = error.kind();
     if status == StatusCode::FORBIDDEN {
         tracing::warn!(kind, error = %error, "kest: propagated passport refused");
     } else {
@@ -118,12 +136,29 @@ fn response_rejection(error: PropagationError) -> Rejection {
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     tracing::warn!(error = %error, "kest: cannot return the passport in the response");
-    Rejection::new(status, propagation_error_kind(&error), format!("cannot return the passport: {error}"))
+    Rejection::new(status, error.kind(), format!("cannot return the passport: {error}"))
+}
+
+/// Whether a service may start flows (SPEC §7.5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// Requests must carry a passport (`missing_lineage` otherwise).
+    InnerService,
+    /// Requests without a passport start a new flow, for a verified
+    /// identity only, whose root is scored with this origin at most.
+    EntryPoint {
+        /// The ingress origin (default `user_input`).
+        origin: String,
+    },
 }
 
 struct Config {
     propagator: Propagator,
     verifier: Verifier,
+    jwks: Option<Arc<JwksKeyResolver>>,
+    role: Role,
+    tokens: Option<Arc<TokenVerifier>>,
+    require_token: bool,
     finish: Finish,
 }
 
@@ -132,24 +167,64 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("propagator", &self.propagator)
             .field("verifier", &self.verifier)
+            .field("role", &self.role)
+            .field("tokens", &self.tokens)
+            .field("require_token", &self.require_token)
             .finish_non_exhaustive()
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 enum KeySource {
     Set(KeySet),
     Jwks(JwksSource),
+    Resolver(Arc<dyn KeyResolver>),
+}
+
+impl std::fmt::Debug for KeySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeySource::Set(keys) => f.debug_tuple("Set").field(&keys.len()).finish(),
+            KeySource::Jwks(source) => f.debug_tuple("Jwks").field(&source.to_string()).finish(),
+            KeySource::Resolver(_) => f.write_str("Resolver"),
+        }
+    }
 }
 
 /// Configures a [`LineageLayer`]. A key set is required.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct LineageLayerBuilder {
     keys: Option<KeySource>,
+    refresh: RefreshPolicy,
     semantic: bool,
+    strict_origins: bool,
     origins: Option<OriginMap>,
+    sanitizers: Option<Vec<String>>,
     propagator: Option<Propagator>,
     client: Option<reqwest::Client>,
+    role: Role,
+    allow_tip_subset: bool,
+    max_age: Option<Duration>,
+    entry_cache: usize,
+}
+
+impl Default for LineageLayerBuilder {
+    fn default() -> Self {
+        LineageLayerBuilder {
+            keys: None,
+            refresh: RefreshPolicy::default(),
+            semantic: true,
+            strict_origins: true,
+            origins: None,
+            sanitizers: None,
+            propagator: None,
+            client: None,
+            role: Role::InnerService,
+            allow_tip_subset: false,
+            max_age: kest_core::ingress::IngressRules::default().max_age,
+            entry_cache: DEFAULT_ENTRY_CACHE_CAPACITY,
+        }
+    }
 }
 
 impl LineageLayerBuilder {
@@ -159,16 +234,24 @@ impl LineageLayerBuilder {
         self
     }
 
+    /// Verifies passports with keys from this resolver (SPEC §8).
+    pub fn key_resolver(mut self, resolver: Arc<dyn KeyResolver>) -> Self {
+        self.keys = Some(KeySource::Resolver(resolver));
+        self
+    }
+
     /// Verifies passports with the Kest key set (Ed25519 JWKS, `kid` = the
-    /// principal) in this file, read when the layer is built.
+    /// principal) in this file, read when the layer is built and reread as
+    /// the [refresh policy](Self::refresh) says.
     pub fn jwks_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.keys = Some(KeySource::Jwks(JwksSource::file(path)));
         self
     }
 
     /// Verifies passports with the Kest key set at this URL, fetched when
-    /// the layer is built. Fails on a URL that is not `https` (or `http`
-    /// on loopback).
+    /// the layer is built and refreshed as the [refresh
+    /// policy](Self::refresh) says. Fails on a URL that is not `https` (or
+    /// `http` on loopback).
     pub fn jwks_url(mut self, url: impl AsRef<str>) -> Result<Self, JwksError> {
         self.keys = Some(KeySource::Jwks(JwksSource::url(url)?));
         Ok(self)
@@ -180,9 +263,24 @@ impl LineageLayerBuilder {
         self
     }
 
-    /// Turns the semantic (lineage over assertion) checks on (default off).
+    /// How a JWKS key source is kept fresh (default
+    /// [`RefreshPolicy::default`]).
+    pub fn refresh(mut self, policy: RefreshPolicy) -> Self {
+        self.refresh = policy;
+        self
+    }
+
+    /// Semantic (lineage over assertion) checks, **on by default**; turning
+    /// them off is logged when the layer is built.
     pub fn semantic(mut self, on: bool) -> Self {
         self.semantic = on;
+        self
+    }
+
+    /// Refuses roots whose origin this service does not know
+    /// (`unknown_origin`), **on by default**; turning it off is logged.
+    pub fn strict_origins(mut self, on: bool) -> Self {
+        self.strict_origins = on;
         self
     }
 
@@ -192,10 +290,49 @@ impl LineageLayerBuilder {
         self
     }
 
+    /// The principals allowed to raise trust (sanitizers): an escalation
+    /// signed by anyone else is refused (`trust_escalation`).
+    pub fn sanitizers<I: IntoIterator<Item = S>, S: Into<String>>(mut self, principals: I) -> Self {
+        self.sanitizers = Some(principals.into_iter().map(Into::into).collect());
+        self
+    }
+
     /// The propagator (cache for claim checks, packing threshold, limits);
-    /// default [`Propagator::new`], without a cache.
+    /// default [`Propagator::new`], without a cache. Its ingress rules are
+    /// replaced by this builder's.
     pub fn propagator(mut self, propagator: Propagator) -> Self {
         self.propagator = Some(propagator);
+        self
+    }
+
+    /// This service is an entry point: a request without a passport starts
+    /// a new flow (for a verified identity only) whose root is scored with
+    /// `origin` at most — typically `user_input`, never `internal`.
+    pub fn entry_point(mut self, origin: impl Into<String>) -> Self {
+        self.role = Role::EntryPoint { origin: origin.into() };
+        self
+    }
+
+    /// Compatibility with senders that write only some tips (the reference
+    /// writes the last entry): `kest.chain_tip` may name a non-empty subset
+    /// of the tips, never an ancestor. Logged when built.
+    pub fn allow_tip_subset(mut self, on: bool) -> Self {
+        self.allow_tip_subset = on;
+        self
+    }
+
+    /// The newest tip must be younger than this (default 300 s); `None`
+    /// turns the age rule off (logged).
+    pub fn max_age(mut self, max_age: Option<Duration>) -> Self {
+        self.max_age = max_age;
+        self
+    }
+
+    /// How many verified signatures the layer remembers (default
+    /// [`DEFAULT_ENTRY_CACHE_CAPACITY`]); `0` re-verifies every signature
+    /// of every passport.
+    pub fn verified_entry_cache(mut self, capacity: usize) -> Self {
+        self.entry_cache = capacity;
         self
     }
 
@@ -207,44 +344,86 @@ impl LineageLayerBuilder {
 
     /// Loads the key set (fetching a URL now) and builds the layer. Fails
     /// without a key set ([`HttpConfigError::NoKeySet`]), or when it cannot
-    /// be loaded or is empty.
+    /// be loaded or is empty, or when the ingress origin is unknown.
     pub async fn build(self) -> Result<LineageLayer, HttpConfigError> {
-        let keys = match self.keys {
+        self.build_with_tokens(None, false).await
+    }
+
+    pub(crate) fn role_ref(&self) -> &Role {
+        &self.role
+    }
+
+    pub(crate) async fn build_with_tokens(
+        self,
+        tokens: Option<Arc<TokenVerifier>>,
+        require_token: bool,
+    ) -> Result<LineageLayer, HttpConfigError> {
+        let (resolver, jwks): (Arc<dyn KeyResolver>, Option<Arc<JwksKeyResolver>>) = match self.keys {
             None => return Err(HttpConfigError::NoKeySet),
-            Some(KeySource::Set(keys)) => keys,
+            Some(KeySource::Set(keys)) => {
+                if keys.is_empty() {
+                    return Err(HttpConfigError::Jwks(JwksError::EmptyKeySet));
+                }
+                (Arc::new(keys), None)
+            }
+            Some(KeySource::Resolver(resolver)) => (resolver, None),
             Some(KeySource::Jwks(source)) => {
-                load_key_set(&source, &super::jwks::client_or_default(self.client)?).await?
+                let jwks = Arc::new(JwksKeyResolver::load(source, self.refresh, self.client).await?);
+                (jwks.clone(), Some(jwks))
             }
         };
-        let mut verifier = Verifier::new(keys).semantic(self.semantic);
-        if let Some(origins) = self.origins {
-            verifier = verifier.origins(origins);
+        let origins = self.origins.unwrap_or_default();
+        if let Role::EntryPoint { origin } = &self.role
+            && origins.score(origin).is_none()
+        {
+            return Err(HttpConfigError::UnknownOrigin(origin.clone()));
         }
-        LineageLayer::new(self.propagator.unwrap_or_default(), verifier)
+        if !self.semantic {
+            tracing::warn!("kest lineage layer: semantic checks are OFF (explicit opt-out)");
+        }
+        if !self.strict_origins {
+            tracing::warn!("kest lineage layer: roots with unknown origins are accepted (explicit opt-out)");
+        }
+        if self.allow_tip_subset {
+            tracing::warn!("kest lineage layer: kest.chain_tip may name a subset of the tips (compatibility)");
+        }
+        if self.max_age.is_none() {
+            tracing::warn!("kest lineage layer: passports are accepted at any age (explicit opt-out)");
+        }
+        let mut verifier = Verifier::with_resolver(resolver)
+            .semantic(self.semantic)
+            .strict_origins(self.strict_origins)
+            .origins(origins);
+        if let Some(sanitizers) = self.sanitizers {
+            verifier = verifier.sanitizers(sanitizers);
+        }
+        if self.entry_cache > 0 {
+            verifier = verifier.entry_cache(Arc::new(VerifiedEntryCache::new(self.entry_cache)));
+        }
+        let rules = kest_core::ingress::IngressRules {
+            allow_tip_subset: self.allow_tip_subset,
+            max_age: self.max_age,
+            ..kest_core::ingress::IngressRules::default()
+        };
+        let propagator = self.propagator.unwrap_or_default().with_ingress(rules);
+        let finish = finish(propagator.clone());
+        Ok(LineageLayer {
+            config: Arc::new(Config { propagator, verifier, jwks, role: self.role, tokens, require_token, finish }),
+        })
     }
 }
 
-/// Restores and verifies the caller's flow from `baggage` and runs the
-/// inner service inside it (see the [module docs](self)).
+/// Restores, verifies and binds the caller's flow from `baggage` and runs
+/// the inner service inside it (see the [module docs](self)).
 #[derive(Debug, Clone)]
 pub struct LineageLayer {
     config: Arc<Config>,
 }
 
 impl LineageLayer {
-    /// A builder.
+    /// A builder (an inner service with semantic checks on).
     pub fn builder() -> LineageLayerBuilder {
         LineageLayerBuilder::default()
-    }
-
-    /// A layer with this propagator and verifier. Fails when the verifier's
-    /// key set is empty (it would verify nothing).
-    pub fn new(propagator: Propagator, verifier: Verifier) -> Result<LineageLayer, HttpConfigError> {
-        if verifier.key_set().is_some_and(KeySet::is_empty) {
-            return Err(HttpConfigError::Jwks(JwksError::EmptyKeySet));
-        }
-        let finish = finish(propagator.clone());
-        Ok(LineageLayer { config: Arc::new(Config { propagator, verifier, finish }) })
     }
 
     /// The propagator.
@@ -255,6 +434,11 @@ impl LineageLayer {
     /// The verifier.
     pub fn verifier(&self) -> &Verifier {
         &self.config.verifier
+    }
+
+    /// Whether this service is an entry point or an inner service.
+    pub fn role(&self) -> &Role {
+        &self.config.role
     }
 }
 
@@ -317,6 +501,86 @@ fn finish(propagator: Propagator) -> Finish {
     })
 }
 
+/// What the request brings before the layer decides.
+struct Incoming {
+    baggage: Result<Baggage, Rejection>,
+    token: Result<String, TokenError>,
+    verified: Option<VerifiedIdentity>,
+    peer: Option<AuthenticatedPeer>,
+}
+
+impl Config {
+    /// Extracts and verifies, refreshing a JWKS key source first and once
+    /// more for a signer it does not know.
+    async fn extract(
+        &self,
+        baggage: &Baggage,
+        peer: Option<&str>,
+    ) -> Result<crate::propagation::Extracted, PropagationError> {
+        if let Some(jwks) = &self.jwks {
+            jwks.refresh_if_due().await;
+        }
+        let result = self.propagator.extract_from_peer(baggage, &self.verifier, peer).await;
+        match (&result, &self.jwks) {
+            (Err(PropagationError::Verification(VerifyError::Entry { source, .. })), Some(jwks))
+                if source.kind() == ErrorKind::UnknownSigner && jwks.refetch_for_unknown().await =>
+            {
+                self.propagator.extract_from_peer(baggage, &self.verifier, peer).await
+            }
+            _ => result,
+        }
+    }
+
+    async fn check(&self, incoming: Incoming, otel: Option<opentelemetry::Context>) -> Result<Gate, Rejection> {
+        let Incoming { baggage, token, verified, peer } = incoming;
+        let baggage = baggage?;
+        // Identity verified at this hop: an outer layer's, or our token's.
+        let mut verified = verified;
+        if let Some(tokens) = &self.tokens {
+            match token {
+                Ok(token) => {
+                    let checked = tokens.verify(&token).await.map_err(TokenError::into_rejection)?;
+                    verified = Some(VerifiedIdentity(checked.identity));
+                }
+                Err(TokenError::Missing) if !self.require_token => {}
+                Err(e) => return Err(e.into_rejection()),
+            }
+        }
+        let peer = peer.map(|p| p.0);
+        let extracted = self.extract(&baggage, peer.as_deref()).await.map_err(extraction_rejection)?;
+        let lineage = if extracted.is_new_flow() {
+            match &self.role {
+                Role::InnerService => {
+                    tracing::warn!("kest: request without lineage refused by an inner service");
+                    return Err(Rejection::new(
+                        StatusCode::FORBIDDEN,
+                        "missing_lineage",
+                        "this service is not an entry point: requests must carry a passport",
+                    ));
+                }
+                Role::EntryPoint { origin } => {
+                    if verified.is_none() && peer.is_none() {
+                        let mut r = Rejection::new(
+                            StatusCode::UNAUTHORIZED,
+                            "missing_token",
+                            "an entry point starts a flow only for a verified identity",
+                        );
+                        r.www_authenticate = Some("Bearer");
+                        return Err(r);
+                    }
+                    Lineage::entry_point(origin.clone())
+                }
+            }
+        } else {
+            extracted.into_lineage().map_err(extraction_rejection)?
+        };
+        if let Some(VerifiedIdentity(identity)) = &verified {
+            lineage.set_identity(identity.clone());
+        }
+        Ok(Gate { lineage, otel, extension: verified })
+    }
+}
+
 impl<S, B, ResBody> Service<Request<B>> for LineageService<S>
 where
     S: Service<Request<B>, Response = http::Response<ResBody>> + Clone,
@@ -333,7 +597,12 @@ where
         // The ready service runs this request; a clone takes its place.
         let clone = self.inner.clone();
         let service = std::mem::replace(&mut self.inner, clone);
-        let baggage = read_baggage(&request, &self.config.propagator);
+        let incoming = Incoming {
+            baggage: read_baggage(&request, &self.config.propagator),
+            token: bearer_token(&request),
+            verified: request.extensions().get::<VerifiedIdentity>().cloned(),
+            peer: request.extensions().get::<AuthenticatedPeer>().cloned(),
+        };
         let otel = read_traceparent(&request).and_then(|tp| {
             request.extensions_mut().insert(tp);
             // An outer tracing layer that already continued the trace (a
@@ -343,13 +612,7 @@ where
                 .then(|| current.with_remote_span_context(tp.to_span_context()))
         });
         let config = self.config.clone();
-        let check: Check = Box::pin(async move {
-            let baggage = baggage?;
-            let extracted =
-                config.propagator.extract(&baggage, &config.verifier).await.map_err(extraction_rejection)?;
-            let lineage = extracted.into_lineage().map_err(extraction_rejection)?;
-            Ok(Gate { lineage, otel })
-        });
+        let check: Check = Box::pin(async move { config.check(incoming, otel).await });
         let finish = self.config.finish.clone();
         ResponseFuture::new(check, service, request, Some(finish))
     }

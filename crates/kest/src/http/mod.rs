@@ -53,15 +53,23 @@ pub mod client;
 mod future;
 pub mod identity_layer;
 pub mod jwks;
+pub mod kest_layer;
+pub mod key_resolver;
 pub mod lineage_layer;
+mod refresh;
 pub mod traceparent;
 
 pub use body::ResponseBody;
 pub use client::KestPropagationMiddleware;
 pub use future::ResponseFuture;
-pub use identity_layer::{IdentityLayer, IdentityLayerBuilder, IdentityService, TokenError, TokenVerifier};
+pub use identity_layer::{
+    IdentityLayer, IdentityLayerBuilder, IdentityService, TokenError, TokenVerifier, VerifiedIdentity,
+};
 pub use jwks::{JwksError, JwksSource};
-pub use lineage_layer::{LineageLayer, LineageLayerBuilder, LineageService};
+pub use kest_layer::{KestLayer, KestLayerBuilder};
+pub use key_resolver::JwksKeyResolver;
+pub use lineage_layer::{AuthenticatedPeer, LineageLayer, LineageLayerBuilder, LineageService, Role};
+pub use refresh::RefreshPolicy;
 pub use traceparent::{TraceParent, TraceParentError};
 
 /// The `baggage` header name.
@@ -79,6 +87,14 @@ pub enum HttpConfigError {
     /// `KEST_INSECURE_NO_VERIFY=true`.
     #[error("an identity layer needs a JWKS to verify bearer tokens (jwks_file, jwks_url or jwks_json)")]
     NoJwks,
+    /// An [`IdentityLayer`] was built without an audience and without
+    /// [`IdentityLayerBuilder::allow_any_audience`]: a token minted for
+    /// another service would be accepted.
+    #[error("an identity layer needs an audience (`aud` is required; allow_any_audience is for development)")]
+    NoAudience,
+    /// An entry point's ingress origin is not a known origin.
+    #[error("unknown ingress origin `{0}`")]
+    UnknownOrigin(String),
     /// The JWKS or key set could not be loaded.
     #[error(transparent)]
     Jwks(#[from] JwksError),
@@ -141,7 +157,9 @@ pub fn respond_with_passport<B>(mut response: Response<B>) -> Response<B> {
 /// The HTTP answer for a hooked call that Kest refused or could not record:
 /// 403 `{"error":"policy_denied"|"policy_failed","policy","tier","message"}`
 /// when a policy denied the operation or could not be evaluated (the
-/// operation did not run), 500 `{"error":"kest","message"}` otherwise.
+/// operation did not run), 403 `no_policy_evaluated`, 500 with the error's
+/// kind otherwise. Bodies name the kind and the denying policy and tier,
+/// never engine internals (those are logged).
 ///
 /// ```
 /// use kest::policy::Tier;
@@ -164,11 +182,20 @@ pub fn kest_error_response(error: &crate::KestError) -> Response<String> {
         ),
         (_, Some((policy, tier))) => (
             StatusCode::FORBIDDEN,
-            serde_json::json!({ "error": "policy_failed", "policy": policy, "tier": tier.as_str(), "message": error.to_string() }),
+            serde_json::json!({
+                "error": "policy_failed",
+                "policy": policy,
+                "tier": tier.as_str(),
+                "message": format!("policy `{policy}` ({tier} tier) could not be evaluated; the operation did not run"),
+            }),
+        ),
+        (crate::KestError::NoPolicyEvaluated { .. }, None) => (
+            StatusCode::FORBIDDEN,
+            serde_json::json!({ "error": error.kind(), "message": error.to_string() }),
         ),
         _ => (
             StatusCode::INTERNAL_SERVER_ERROR,
-            serde_json::json!({ "error": "kest", "message": error.to_string() }),
+            serde_json::json!({ "error": error.kind(), "message": "the operation was refused or could not be recorded" }),
         ),
     };
     let mut response = Response::new(body.to_string());

@@ -23,7 +23,7 @@
 //! block) are [`PolicyError::Evaluation`]; a connection error, a timeout
 //! ([`DEFAULT_TIMEOUT`], 1 s, unless configured), an HTTP status other than
 //! 200 or any other answer is [`PolicyError::Unavailable`] with a
-//! [`RemoteFailure`](super::transport::RemoteFailure). Error messages are
+//! [`RemoteFailure`]. Error messages are
 //! short and fixed: the agent's diagnostics and error bodies are logged (a
 //! `WARN` event), never put into the error. A request is sent once (no
 //! retry, no redirect), over https unless the agent is on loopback; see

@@ -2,6 +2,10 @@
 //! free loopback port (no persistence) and kills when done. The binary is
 //! `$KEST_REDIS_SERVER` or `redis-server` on `PATH`; when it is missing the
 //! tests fail (`./scripts/test` installs it), they are never skipped.
+//!
+//! No assertion here is about time: expiry is checked through the TTL Redis
+//! stored (`PTTL`) and by polling, a bounded number of times, until the key
+//! is gone; an unreachable server is checked through the typed error.
 #![cfg(feature = "redis")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -10,7 +14,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kest::cache::{CacheError, CacheProvider, RedisCache};
 use kest::lineage::Lineage;
@@ -71,8 +75,8 @@ impl RedisServer {
                 .stderr(Stdio::piped())
                 .spawn()
                 .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
+            // Waits for the server to listen (up to 500 polls, 20 ms apart).
+            for poll in 0.. {
                 if let Some(status) = child.try_wait().unwrap() {
                     let mut out = String::new();
                     child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
@@ -82,10 +86,10 @@ impl RedisServer {
                 if ping(port) {
                     return RedisServer { child: Some(child), port, _dir: dir };
                 }
-                if Instant::now() > deadline {
+                if poll >= 500 {
                     let _ = child.kill();
                     let _ = child.wait();
-                    last_error = "redis-server did not answer within 10 s".into();
+                    last_error = "redis-server did not answer".into();
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(20));
@@ -122,6 +126,25 @@ fn ping(port: u16) -> bool {
     }
     let mut buf = [0u8; 16];
     matches!(s.read(&mut buf), Ok(n) if n > 0 && (buf[0] == b'+' || buf[0] == b'-'))
+}
+
+/// The remaining TTL of `key` in milliseconds (`-2` when it does not exist).
+async fn pttl(url: &str, key: &str) -> i64 {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("PTTL").arg(key).query_async(&mut conn).await.unwrap()
+}
+
+/// Waits until `key` has expired: polls up to 1000 times, 10 ms apart.
+/// Whether it is gone.
+async fn expires(cache: &RedisCache, key: &str) -> bool {
+    for _ in 0..1000 {
+        if cache.get(key).await.unwrap().is_none() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
 }
 
 fn signer() -> Ed25519Signer {
@@ -165,13 +188,17 @@ async fn set_get_delete_and_expiry() {
     cache.set("big", &big, hour).await.unwrap();
     assert_eq!(cache.get("big").await.unwrap().map(|v| v.len()), Some(1 << 20));
 
+    // The TTL reaches Redis in milliseconds, and the key expires.
     cache.set("short", "v", Duration::from_millis(300)).await.unwrap();
-    // Sub-millisecond TTLs round up to 1 ms rather than failing.
+    let ttl = pttl(&server.url(), "short").await;
+    assert!((1..=300).contains(&ttl) || ttl == -2, "{ttl}");
+    // Sub-millisecond TTLs round up to 1 ms rather than failing (PTTL: 1
+    // or 0 while it lives, -2 once expired; never -1, no TTL).
     cache.set("tiny", "v", Duration::from_micros(10)).await.unwrap();
-    assert_eq!(cache.get("short").await.unwrap().as_deref(), Some("v"));
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(cache.get("short").await.unwrap(), None);
-    assert_eq!(cache.get("tiny").await.unwrap(), None);
+    let ttl = pttl(&server.url(), "tiny").await;
+    assert!(matches!(ttl, -2 | 0 | 1), "{ttl}");
+    assert!(expires(&cache, "short").await, "`short` never expired");
+    assert!(expires(&cache, "tiny").await, "`tiny` never expired");
     assert!(matches!(cache.set("k", "v", Duration::ZERO).await, Err(CacheError::Refused { .. })));
 
     // A lazily connected clone shares nothing but the server.
@@ -236,17 +263,13 @@ async fn redis_stopping_mid_run_is_cache_unavailable() {
     assert_eq!(p.extract(&b, &verifier()).await.unwrap().passport.len(), 20);
 
     server.stop();
-    let started = Instant::now();
     let err = p.extract(&b, &verifier()).await.unwrap_err();
-    let elapsed = started.elapsed();
     let PropagationError::CacheUnavailable(CacheError::Unavailable { cache: name, message }) = &err else {
         panic!("expected CacheUnavailable, got {err:?}");
     };
     assert_eq!(name, &server.url());
     assert!(message.starts_with("GET: "), "{message}");
     assert_eq!(err.http_status(), 503);
-    assert!(elapsed < Duration::from_secs(5), "bounded by the timeouts: {elapsed:?}");
-    println!("extract with redis down: {err} (after {elapsed:?})");
 
     // Writes fail the same way; the baggage is untouched.
     let before = b.clone();
@@ -259,12 +282,10 @@ async fn redis_stopping_mid_run_is_cache_unavailable() {
 }
 
 #[tokio::test]
-async fn unreachable_server_fails_fast_at_connect() {
+async fn unreachable_server_is_unavailable_at_connect() {
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let started = Instant::now();
     let err = RedisCache::connect(format!("redis://127.0.0.1:{port}/")).await.unwrap_err();
     assert!(matches!(err, CacheError::Unavailable { .. }), "{err:?}");
-    assert!(started.elapsed() < Duration::from_secs(6), "{:?}", started.elapsed());
     // Lazily: the error comes at the call that needs the cache.
     let lazy = RedisCache::builder(format!("redis://127.0.0.1:{port}/")).connect_lazy().unwrap();
     assert!(matches!(lazy.get("k").await, Err(CacheError::Unavailable { .. })));

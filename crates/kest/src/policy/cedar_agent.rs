@@ -22,9 +22,12 @@
 //! (Cedar skips a policy that errors, so an erroring `forbid` would not
 //! block) are [`PolicyError::Evaluation`]; a connection error, a timeout
 //! ([`DEFAULT_TIMEOUT`], 1 s, unless configured), an HTTP status other than
-//! 200 (the agent's `{"reason", "description"}` body is quoted) or any other
-//! answer is [`PolicyError::Unavailable`]. A request is sent once (no
-//! retry, no redirect).
+//! 200 or any other answer is [`PolicyError::Unavailable`] with a
+//! [`RemoteFailure`]. Error messages are
+//! short and fixed: the agent's diagnostics and error bodies are logged (a
+//! `WARN` event), never put into the error. A request is sent once (no
+//! retry, no redirect), over https unless the agent is on loopback; see
+//! [`super::transport`].
 //!
 //! The context is converted before sending, as for the in-process engine:
 //! `null` members and elements are dropped recursively (Cedar has no null);
@@ -62,8 +65,8 @@ use reqwest::Url;
 use reqwest::header::{AUTHORIZATION, HeaderMap};
 use serde_json::{Map, Value};
 
-pub use super::opa::DEFAULT_TIMEOUT;
-use super::opa::{Reply, Transport, base_url, sensitive};
+pub use super::transport::DEFAULT_TIMEOUT;
+use super::transport::{RemoteConfigError, RemoteFailure, Reply, Transport, base_url, sensitive};
 use super::{BoxFuture, Decision, PolicyEngine, PolicyError, PolicyInput};
 
 /// The entity type of request principals (as the in-process engine).
@@ -86,7 +89,7 @@ const ESCAPES: [&str; 3] = ["__entity", "__extn", "__expr"];
 /// // Loaded into the agent beforehand (PUT /v1/policies), scoped by action:
 /// //   permit(principal, action == Action::"send_email", resource)
 /// //   when { context.subject.trust_score >= 50 };
-/// let engine = CedarAgentEngine::builder("http://127.0.0.1:8180")
+/// let engine = CedarAgentEngine::builder("https://cedar-agent.internal.example:8180")
 ///     .authorization("agent-token") // the agent's --authentication, if any
 ///     .build()
 ///     .unwrap();
@@ -104,21 +107,22 @@ impl fmt::Debug for CedarAgentEngine {
         f.debug_struct("CedarAgentEngine")
             .field("name", &self.name)
             .field("url", &self.url.as_str())
-            .field("timeout", &self.transport.timeout)
+            .field("timeout", &self.transport.timeout())
             .finish_non_exhaustive()
     }
 }
 
 impl CedarAgentEngine {
     /// A builder for a Cedar Agent at `base_url` (e.g.
-    /// `http://127.0.0.1:8180`, the agent's default port; a path prefix is
-    /// kept).
+    /// `https://cedar-agent.example:8180`, or `http://127.0.0.1:8180` on
+    /// loopback, the agent's default port; a path prefix is kept).
     pub fn builder(base_url: impl Into<String>) -> CedarAgentEngineBuilder {
         CedarAgentEngineBuilder {
             base_url: base_url.into(),
             name: "cedar-agent".into(),
             timeout: DEFAULT_TIMEOUT,
             authorization: None,
+            allow_insecure_http: false,
         }
     }
 
@@ -127,7 +131,7 @@ impl CedarAgentEngine {
     /// # Errors
     ///
     /// As [`CedarAgentEngineBuilder::build`].
-    pub fn new(base_url: impl Into<String>) -> Result<CedarAgentEngine, PolicyError> {
+    pub fn new(base_url: impl Into<String>) -> Result<CedarAgentEngine, RemoteConfigError> {
         CedarAgentEngine::builder(base_url).build()
     }
 
@@ -153,20 +157,10 @@ impl CedarAgentEngine {
     }
 
     /// The decision in one answer of the agent.
-    fn decide(&self, policy: &str, reply: Result<Reply, String>) -> Result<Decision, PolicyError> {
-        let unavailable = |message: String| PolicyError::Unavailable { engine: self.name.clone(), message };
-        let reply = reply.map_err(unavailable)?;
-        if reply.status != 200 {
-            return Err(unavailable(format!(
-                "Cedar Agent answered HTTP {} for policy `{policy}`{}",
-                reply.status,
-                agent_error(&reply.body)
-            )));
-        }
-        let answer: Value = serde_json::from_slice(&reply.body).map_err(|e| {
-            unavailable(format!("Cedar Agent's answer for policy `{policy}` is not JSON: {e}"))
-        })?;
-        let errors: Vec<String> = match answer.pointer("/diagnostics/errors") {
+    fn decide(&self, policy: &str, reply: Result<Reply, PolicyError>) -> Result<Decision, PolicyError> {
+        let reply = reply?;
+        let answer = self.transport.json_object(policy, &reply)?;
+        let errors: Vec<String> = match answer.get("diagnostics").and_then(|d| d.get("errors")) {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(errors)) => {
                 errors.iter().map(|e| e.as_str().map_or_else(|| e.to_string(), str::to_owned)).collect()
@@ -174,14 +168,26 @@ impl CedarAgentEngine {
             Some(other) => vec![other.to_string()],
         };
         if !errors.is_empty() {
-            return Err(PolicyError::Evaluation { policy: policy.to_owned(), message: errors.join("; ") });
+            tracing::warn!(
+                engine = %self.name,
+                policy,
+                errors = %errors.join("; "),
+                "the Cedar Agent reported evaluation errors"
+            );
+            return Err(PolicyError::Evaluation {
+                policy: policy.to_owned(),
+                message: "the Cedar Agent reported evaluation errors".into(),
+            });
         }
         match answer.get("decision").and_then(Value::as_str) {
             Some("Allow") => Ok(Decision::Allow),
             Some("Deny") => Ok(Decision::Deny),
-            _ => Err(unavailable(format!(
-                "Cedar Agent's answer for policy `{policy}` has no decision `Allow` or `Deny`"
-            ))),
+            _ => Err(self.transport.bad_answer(
+                policy,
+                RemoteFailure::UnexpectedAnswer,
+                &reply,
+                "no decision `Allow` or `Deny`",
+            )),
         }
     }
 }
@@ -193,7 +199,7 @@ impl PolicyEngine for CedarAgentEngine {
 
     fn evaluate(&self, policy: &str, input: &PolicyInput) -> Result<Decision, PolicyError> {
         let body = CedarAgentEngine::body(policy, input)?;
-        self.decide(policy, self.transport.post_blocking(self.url.clone(), body))
+        self.decide(policy, self.transport.post_blocking(policy, self.url.clone(), body))
     }
 
     fn evaluate_async<'a>(
@@ -203,7 +209,7 @@ impl PolicyEngine for CedarAgentEngine {
     ) -> BoxFuture<'a, Result<Decision, PolicyError>> {
         Box::pin(async move {
             let body = CedarAgentEngine::body(policy, input)?;
-            self.decide(policy, self.transport.post(self.url.clone(), body).await)
+            self.decide(policy, self.transport.post(policy, self.url.clone(), body).await)
         })
     }
 }
@@ -213,7 +219,8 @@ impl PolicyEngine for CedarAgentEngine {
 /// ```
 /// use std::time::Duration;
 /// use kest::policy::cedar_agent::CedarAgentEngine;
-/// let engine = CedarAgentEngine::builder("http://127.0.0.1:8180")
+/// use kest::policy::transport::RemoteConfigError;
+/// let engine = CedarAgentEngine::builder("https://cedar-agent.example:8180")
 ///     .named("cedar-platform")
 ///     .timeout(Duration::from_millis(300))
 ///     .build()
@@ -221,6 +228,12 @@ impl PolicyEngine for CedarAgentEngine {
 /// # use kest::policy::PolicyEngine;
 /// assert_eq!(engine.name(), "cedar-platform");
 /// assert!(CedarAgentEngine::builder("127.0.0.1:8180").build().is_err());
+/// // Plain http only on loopback, or when explicitly allowed.
+/// assert!(CedarAgentEngine::builder("http://localhost:8180").build().is_ok());
+/// assert!(matches!(
+///     CedarAgentEngine::builder("http://cedar-agent.example:8180").build(),
+///     Err(RemoteConfigError::InsecureHttp { .. })
+/// ));
 /// ```
 #[derive(Clone)]
 pub struct CedarAgentEngineBuilder {
@@ -228,6 +241,7 @@ pub struct CedarAgentEngineBuilder {
     name: String,
     timeout: Duration,
     authorization: Option<String>,
+    allow_insecure_http: bool,
 }
 
 impl fmt::Debug for CedarAgentEngineBuilder {
@@ -237,6 +251,7 @@ impl fmt::Debug for CedarAgentEngineBuilder {
             .field("name", &self.name)
             .field("timeout", &self.timeout)
             .field("authorization", &self.authorization.as_ref().map(|_| "<redacted>"))
+            .field("allow_insecure_http", &self.allow_insecure_http)
             .finish()
     }
 }
@@ -266,24 +281,41 @@ impl CedarAgentEngineBuilder {
         self
     }
 
+    /// **Dangerous**: accepts a plain `http://` base URL to a host that
+    /// is not loopback, so contexts (identities, lineage), decisions and the
+    /// agent's token travel unauthenticated and in clear text. Logged as a
+    /// `WARN` event when it takes effect. Without it (the default), such a
+    /// URL is a [`RemoteConfigError::InsecureHttp`]; loopback `http://` and
+    /// any `https://` URL need no option.
+    pub fn danger_allow_insecure_http(mut self, allow: bool) -> CedarAgentEngineBuilder {
+        self.allow_insecure_http = allow;
+        self
+    }
+
     /// Checks the configuration and builds the HTTP client (no request is
     /// sent).
     ///
     /// # Errors
     ///
-    /// [`PolicyError::Config`] for a base URL that is not `http://` or
-    /// `https://` with a host (or has a query or fragment), a zero timeout,
-    /// a token that is not a valid header value, or an HTTP client that
-    /// cannot be built.
-    pub fn build(self) -> Result<CedarAgentEngine, PolicyError> {
-        let base = base_url(&self.base_url)?;
-        let url = Url::parse(&format!("{base}/v1/is_authorized"))
-            .map_err(|e| PolicyError::Config(format!("Cedar Agent URL `{base}`: {e}")))?;
+    /// [`RemoteConfigError::InsecureHttp`] for a plain `http://` base URL
+    /// to a host that is not loopback (see
+    /// [`danger_allow_insecure_http`](Self::danger_allow_insecure_http));
+    /// [`RemoteConfigError::InvalidUrl`] for a base URL that is not
+    /// `http(s)://` with a host, or has a query, a fragment or credentials;
+    /// [`RemoteConfigError::ZeroTimeout`],
+    /// [`RemoteConfigError::InvalidToken`], or
+    /// [`RemoteConfigError::Client`] when the HTTP client cannot be built.
+    pub fn build(self) -> Result<CedarAgentEngine, RemoteConfigError> {
+        let base = base_url(&self.base_url, self.allow_insecure_http)?;
+        let url = Url::parse(&format!("{}/v1/is_authorized", base.url)).map_err(|_| {
+            RemoteConfigError::InvalidUrl { url: base.url.clone(), reason: "cannot be extended with a path" }
+        })?;
         let mut headers = HeaderMap::new();
         if let Some(token) = self.authorization {
             headers.insert(AUTHORIZATION, sensitive(&token)?);
         }
-        Ok(CedarAgentEngine { name: self.name, url, transport: Transport::new(self.timeout, headers)? })
+        let transport = Transport::new(&self.name, &base, self.timeout, headers)?;
+        Ok(CedarAgentEngine { name: self.name, url, transport })
     }
 }
 
@@ -350,23 +382,10 @@ fn without_nulls(value: &Value, path: &mut String) -> Result<Option<Value>, Stri
     }))
 }
 
-/// ` (reason: description)` from the agent's error body, when it has one.
-fn agent_error(body: &[u8]) -> String {
-    let Ok(Value::Object(error)) = serde_json::from_slice::<Value>(body) else {
-        return String::new();
-    };
-    let reason = error.get("reason").and_then(Value::as_str).unwrap_or("");
-    let description = error.get("description").and_then(Value::as_str).unwrap_or("");
-    if reason.is_empty() && description.is_empty() {
-        return String::new();
-    }
-    let text: String = format!(": {reason}: {description}").chars().take(500).collect();
-    text
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use super::super::transport::tests::Warnings;
     use super::*;
 
     #[test]
@@ -390,6 +409,27 @@ mod tests {
             let json = serde_json::json!({"object": {"attributes": {"owner": {escape: "x"}}}});
             let err = without_nulls(&json, &mut String::new()).unwrap_err();
             assert!(err.contains(&format!("`object.attributes.owner.{escape}`")), "{err}");
+        }
+    }
+
+    #[test]
+    fn agent_answers_are_logged_not_returned() {
+        let engine = CedarAgentEngine::new("http://127.0.0.1:1").unwrap();
+        let secret = "while evaluating policy `internal-policy-7`: secret-internal-detail";
+        let reply = |status: u16, body: String| Ok(Reply { status, body: body.into_bytes() });
+        let answers = [
+            (
+                200,
+                serde_json::json!({"decision": "Allow", "diagnostics": {"reason": [], "errors": [secret]}}),
+            ),
+            (400, serde_json::json!({"reason": secret, "description": secret, "code": 400})),
+            (200, serde_json::json!({"decision": secret})),
+        ];
+        for (status, body) in answers {
+            let (err, logged) = Warnings::during(|| engine.decide("p", reply(status, body.to_string())));
+            let err = err.unwrap_err();
+            assert!(!format!("{err} {err:?}").contains("secret-internal-detail"), "{err:?}");
+            assert!(logged.iter().any(|l| l.contains("secret-internal-detail")), "{logged:?}");
         }
     }
 

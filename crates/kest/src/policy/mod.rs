@@ -13,6 +13,8 @@ pub mod opa;
 #[cfg(feature = "rego")]
 pub mod rego;
 pub mod router;
+#[cfg(feature = "remote")]
+pub mod transport;
 
 use std::fmt;
 use std::future::Future;

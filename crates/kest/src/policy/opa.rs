@@ -4,7 +4,7 @@
 //! Evaluating policy `kest.send_email` (or `kest/send_email`) sends
 //!
 //! ```text
-//! POST {base}/v1/data/kest/send_email
+//! POST {base}/v1/data/kest/send_email?strict-builtin-errors=true
 //! Content-Type: application/json
 //!
 //! {"input": <the SPEC §6.1 context document>}
@@ -21,15 +21,27 @@
 //!   that path of the answer (e.g. `result.decision.permitted`) is exactly
 //!   `true`.
 //!
-//! Everything else is an error, so a denial: an answer without `result`
-//! (OPA's *undefined*: no policy at that path, or a rule without a default
-//! that did not match) is [`PolicyError::Evaluation`]; a connection error,
-//! a timeout ([`DEFAULT_TIMEOUT`], 1 s, unless configured), an HTTP status
-//! other than 200 (OPA's `{"code", "message"}` body is quoted in the
-//! message) or an answer that is not a JSON object is
-//! [`PolicyError::Unavailable`]. A request is sent once: there is no
-//! automatic retry (reqwest's retry policy is set to *never*) and redirects
-//! are not followed. Answers larger than [`MAX_RESPONSE_BYTES`] are errors.
+//! `strict-builtin-errors=true` makes OPA fail the query when a built-in
+//! function errors (an `http.send` that cannot connect, a malformed
+//! `io.jwt.decode` input) instead of treating the expression as undefined,
+//! which a rule written with `not` would turn into an allow.
+//!
+//! Everything else is an error, so a denial:
+//!
+//! - [`PolicyError::Evaluation`]: an answer without `result` (OPA's
+//!   *undefined*: no policy at that path, or a rule without a default that
+//!   did not match), or OPA's evaluation error (HTTP 500 with
+//!   `"code": "internal_error"` and a list of `errors`, e.g. a built-in
+//!   error or a conflict between rule outputs);
+//! - [`PolicyError::Unavailable`] with a
+//!   [`RemoteFailure`](super::transport::RemoteFailure): a connection
+//!   error, a timeout ([`DEFAULT_TIMEOUT`], 1 s, unless configured), any
+//!   other HTTP status than 200, an answer that is not a JSON object or is
+//!   larger than [`MAX_RESPONSE_BYTES`].
+//!
+//! Error messages are short and fixed: OPA's own messages are logged (a
+//! `WARN` event), never put into the error. A request is sent once, over
+//! https unless the server is on loopback; see [`super::transport`].
 //!
 //! Policy names are paths of segments of ASCII letters, digits, `_` and
 //! `-`, separated by `.` or `/`; anything else (an empty segment, `..`, a
@@ -38,33 +50,26 @@
 //! Both paths of [`PolicyEngine`] work anywhere: the asynchronous one uses a
 //! shared [`reqwest::Client`] on the caller's Tokio runtime, and the
 //! synchronous [`evaluate`](PolicyEngine::evaluate) hands the request to a
-//! small dedicated thread with its own current-thread runtime and waits for
-//! the answer, so it neither panics inside a Tokio runtime (as
-//! `reqwest::blocking` would) nor needs one. That thread is started on the
-//! first synchronous call and ends when the engine is dropped. The
-//! asynchronous path needs a Tokio runtime with I/O and time enabled (as
+//! small dedicated thread with its own current-thread runtime, so it
+//! neither panics inside a Tokio runtime nor needs one. The asynchronous
+//! path needs a Tokio runtime with I/O and time enabled (as
 //! `#[tokio::main]` has); polled outside any Tokio runtime it uses the
 //! dedicated thread as well.
 
 use std::fmt;
-use std::sync::OnceLock;
-use std::sync::mpsc::RecvTimeoutError;
 use std::time::Duration;
 
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
-use reqwest::{Client, Url};
+use reqwest::Url;
+use reqwest::header::{AUTHORIZATION, HeaderMap};
 use serde_json::Value;
-use tokio::sync::mpsc::UnboundedSender;
 
+use super::transport::RemoteConfigError;
+pub use super::transport::{DEFAULT_TIMEOUT, MAX_RESPONSE_BYTES};
+use super::transport::{Reply, Transport, base_url, excerpt, sensitive};
 use super::{BoxFuture, Decision, PolicyEngine, PolicyError, PolicyInput};
 
-/// The default time limit of one request (connect, send and read the
-/// answer).
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// The largest answer read from a remote engine (1 MiB); a larger one is an
-/// error.
-pub const MAX_RESPONSE_BYTES: usize = 1 << 20;
+/// The query string of every Data API request.
+const QUERY: &str = "strict-builtin-errors=true";
 
 /// A policy engine on a remote OPA server (see the
 /// [module documentation](self)).
@@ -74,12 +79,13 @@ pub const MAX_RESPONSE_BYTES: usize = 1 << 20;
 /// use kest::policy::{Decision, PolicyEngine, PolicyInput};
 /// use kest::policy::opa::OpaEngine;
 ///
-/// let engine = OpaEngine::builder("http://127.0.0.1:8181")
+/// let engine = OpaEngine::builder("https://opa.internal.example:8181")
 ///     .timeout(Duration::from_millis(500))
 ///     .build()
 ///     .unwrap();
 /// let input = PolicyInput::new(kest::policy::context::example_context());
-/// // POST http://127.0.0.1:8181/v1/data/kest/send_email {"input": …}
+/// // POST https://opa.internal.example:8181/v1/data/kest/send_email?strict-builtin-errors=true
+/// // {"input": …}
 /// match engine.evaluate("kest.send_email", &input) {
 ///     Ok(Decision::Allow) => println!("allowed"),
 ///     Ok(Decision::Deny) => println!("denied"),
@@ -100,7 +106,7 @@ impl fmt::Debug for OpaEngine {
             .field("name", &self.name)
             .field("data_url", &self.data_url)
             .field("decision", &self.decision)
-            .field("timeout", &self.transport.timeout)
+            .field("timeout", &self.transport.timeout())
             .finish_non_exhaustive()
     }
 }
@@ -116,7 +122,8 @@ enum DecisionPath {
 
 impl OpaEngine {
     /// A builder for an OPA server at `base_url` (e.g.
-    /// `http://127.0.0.1:8181`; a path prefix is kept).
+    /// `https://opa.example:8181`, or `http://127.0.0.1:8181` on loopback;
+    /// a path prefix is kept).
     pub fn builder(base_url: impl Into<String>) -> OpaEngineBuilder {
         OpaEngineBuilder {
             base_url: base_url.into(),
@@ -124,6 +131,7 @@ impl OpaEngine {
             timeout: DEFAULT_TIMEOUT,
             decision_path: None,
             bearer_token: None,
+            allow_insecure_http: false,
         }
     }
 
@@ -132,7 +140,7 @@ impl OpaEngine {
     /// # Errors
     ///
     /// As [`OpaEngineBuilder::build`].
-    pub fn new(base_url: impl Into<String>) -> Result<OpaEngine, PolicyError> {
+    pub fn new(base_url: impl Into<String>) -> Result<OpaEngine, RemoteConfigError> {
         OpaEngine::builder(base_url).build()
     }
 
@@ -140,9 +148,9 @@ impl OpaEngine {
     fn url(&self, policy: &str) -> Result<Url, PolicyError> {
         let path = policy_path(policy)
             .map_err(|message| PolicyError::Evaluation { policy: policy.to_owned(), message })?;
-        Url::parse(&format!("{}/{path}", self.data_url)).map_err(|e| PolicyError::Evaluation {
+        Url::parse(&format!("{}/{path}?{QUERY}", self.data_url)).map_err(|_| PolicyError::Evaluation {
             policy: policy.to_owned(),
-            message: format!("cannot build the OPA URL: {e}"),
+            message: "cannot build the OPA URL".into(),
         })
     }
 
@@ -152,21 +160,22 @@ impl OpaEngine {
     }
 
     /// The decision in one answer of OPA.
-    fn decide(&self, policy: &str, reply: Result<Reply, String>) -> Result<Decision, PolicyError> {
-        let unavailable = |message: String| PolicyError::Unavailable { engine: self.name.clone(), message };
-        let reply = reply.map_err(unavailable)?;
-        if reply.status != 200 {
-            return Err(unavailable(format!(
-                "OPA answered HTTP {} for policy `{policy}`{}",
-                reply.status,
-                error_body(&reply.body)
-            )));
+    fn decide(&self, policy: &str, reply: Result<Reply, PolicyError>) -> Result<Decision, PolicyError> {
+        let reply = reply?;
+        if is_evaluation_error(&reply) {
+            tracing::warn!(
+                engine = %self.name,
+                policy,
+                status = reply.status,
+                body = %excerpt(&reply.body),
+                "OPA reported an evaluation error"
+            );
+            return Err(PolicyError::Evaluation {
+                policy: policy.to_owned(),
+                message: "OPA reported an evaluation error".into(),
+            });
         }
-        let answer: Value = serde_json::from_slice(&reply.body)
-            .map_err(|e| unavailable(format!("OPA's answer for policy `{policy}` is not JSON: {e}")))?;
-        let Value::Object(answer) = answer else {
-            return Err(unavailable(format!("OPA's answer for policy `{policy}` is not a JSON object")));
-        };
+        let answer = self.transport.json_object(policy, &reply)?;
         let Some(result) = answer.get("result") else {
             return Err(PolicyError::Evaluation {
                 policy: policy.to_owned(),
@@ -200,7 +209,7 @@ impl PolicyEngine for OpaEngine {
     fn evaluate(&self, policy: &str, input: &PolicyInput) -> Result<Decision, PolicyError> {
         let url = self.url(policy)?;
         let body = OpaEngine::body(input)?;
-        self.decide(policy, self.transport.post_blocking(url, body))
+        self.decide(policy, self.transport.post_blocking(policy, url, body))
     }
 
     fn evaluate_async<'a>(
@@ -211,7 +220,7 @@ impl PolicyEngine for OpaEngine {
         Box::pin(async move {
             let url = self.url(policy)?;
             let body = OpaEngine::body(input)?;
-            self.decide(policy, self.transport.post(url, body).await)
+            self.decide(policy, self.transport.post(policy, url, body).await)
         })
     }
 }
@@ -221,7 +230,8 @@ impl PolicyEngine for OpaEngine {
 /// ```
 /// use std::time::Duration;
 /// use kest::policy::opa::OpaEngine;
-/// let engine = OpaEngine::builder("http://127.0.0.1:8181")
+/// use kest::policy::transport::RemoteConfigError;
+/// let engine = OpaEngine::builder("https://opa.example:8181")
 ///     .named("opa-platform")
 ///     .timeout(Duration::from_millis(250))
 ///     .decision_path("result.decision.permitted")
@@ -231,6 +241,13 @@ impl PolicyEngine for OpaEngine {
 /// # use kest::policy::PolicyEngine;
 /// assert_eq!(engine.name(), "opa-platform");
 /// assert!(OpaEngine::builder("ftp://example").build().is_err());
+/// // Plain http only on loopback, or when explicitly allowed.
+/// assert!(OpaEngine::builder("http://127.0.0.1:8181").build().is_ok());
+/// assert!(matches!(
+///     OpaEngine::builder("http://opa.example:8181").build(),
+///     Err(RemoteConfigError::InsecureHttp { .. })
+/// ));
+/// assert!(OpaEngine::builder("http://opa.example:8181").danger_allow_insecure_http(true).build().is_ok());
 /// assert!(OpaEngine::builder("http://127.0.0.1:8181").decision_path("allow").build().is_err());
 /// ```
 #[derive(Clone)]
@@ -240,6 +257,7 @@ pub struct OpaEngineBuilder {
     timeout: Duration,
     decision_path: Option<String>,
     bearer_token: Option<String>,
+    allow_insecure_http: bool,
 }
 
 impl fmt::Debug for OpaEngineBuilder {
@@ -250,6 +268,7 @@ impl fmt::Debug for OpaEngineBuilder {
             .field("timeout", &self.timeout)
             .field("decision_path", &self.decision_path)
             .field("bearer_token", &self.bearer_token.as_ref().map(|_| "<redacted>"))
+            .field("allow_insecure_http", &self.allow_insecure_http)
             .finish()
     }
 }
@@ -284,27 +303,41 @@ impl OpaEngineBuilder {
         self
     }
 
+    /// **Dangerous**: accepts a plain `http://` base URL to a host that
+    /// is not loopback, so contexts (identities, lineage) and decisions
+    /// travel unauthenticated and in clear text, and anyone on the path can
+    /// turn a deny into an allow. Logged as a `WARN` event when it takes
+    /// effect. Without it (the default), such a URL is a
+    /// [`RemoteConfigError::InsecureHttp`]; loopback `http://` and any
+    /// `https://` URL need no option.
+    pub fn danger_allow_insecure_http(mut self, allow: bool) -> OpaEngineBuilder {
+        self.allow_insecure_http = allow;
+        self
+    }
+
     /// Checks the configuration and builds the HTTP client (no request is
     /// sent).
     ///
     /// # Errors
     ///
-    /// [`PolicyError::Config`] for a base URL that is not `http://` or
-    /// `https://` with a host (or has a query or fragment), a zero timeout,
-    /// a decision path that does not start with `result` or has an empty
-    /// segment, a token that is not a valid header value, or an HTTP client
-    /// that cannot be built.
-    pub fn build(self) -> Result<OpaEngine, PolicyError> {
-        let base = base_url(&self.base_url)?;
+    /// [`RemoteConfigError::InsecureHttp`] for a plain `http://` base URL
+    /// to a host that is not loopback (see
+    /// [`danger_allow_insecure_http`](Self::danger_allow_insecure_http));
+    /// [`RemoteConfigError::InvalidUrl`] for a base URL that is not
+    /// `http(s)://` with a host, or has a query, a fragment or credentials;
+    /// [`RemoteConfigError::ZeroTimeout`],
+    /// [`RemoteConfigError::InvalidDecisionPath`] for a decision path that
+    /// does not start with `result` or has an empty segment,
+    /// [`RemoteConfigError::InvalidToken`], or
+    /// [`RemoteConfigError::Client`] when the HTTP client cannot be built.
+    pub fn build(self) -> Result<OpaEngine, RemoteConfigError> {
+        let base = base_url(&self.base_url, self.allow_insecure_http)?;
         let decision = match self.decision_path {
             None => DecisionPath::Default,
             Some(path) => {
                 let keys: Vec<String> = path.split('.').map(str::to_owned).collect();
                 if keys.first().map(String::as_str) != Some("result") || keys.iter().any(String::is_empty) {
-                    return Err(PolicyError::Config(format!(
-                        "OPA decision path `{path}` must be `result` or start with `result.` and have no empty \
-                         segment"
-                    )));
+                    return Err(RemoteConfigError::InvalidDecisionPath { path });
                 }
                 DecisionPath::Keys(keys)
             }
@@ -313,8 +346,8 @@ impl OpaEngineBuilder {
         if let Some(token) = self.bearer_token {
             headers.insert(AUTHORIZATION, sensitive(&format!("Bearer {token}"))?);
         }
-        let transport = Transport::new(self.timeout, headers)?;
-        Ok(OpaEngine { name: self.name, data_url: format!("{base}/v1/data"), decision, transport })
+        let transport = Transport::new(&self.name, &base, self.timeout, headers)?;
+        Ok(OpaEngine { name: self.name, data_url: format!("{}/v1/data", base.url), decision, transport })
     }
 }
 
@@ -332,214 +365,25 @@ fn policy_path(policy: &str) -> Result<String, String> {
     Ok(policy.replace('.', "/"))
 }
 
-/// ` (code: message)` from OPA's error body, when it has one.
-fn error_body(body: &[u8]) -> String {
-    let Ok(Value::Object(error)) = serde_json::from_slice::<Value>(body) else {
-        return String::new();
+/// OPA's answer to a query that failed to evaluate (a built-in error under
+/// `strict-builtin-errors`, a conflict between rule outputs, …): HTTP 500
+/// with `{"code": "internal_error", "message": …, "errors": [...]}`.
+fn is_evaluation_error(reply: &Reply) -> bool {
+    if reply.status != 500 {
+        return false;
+    }
+    let Ok(Value::Object(error)) = serde_json::from_slice::<Value>(&reply.body) else {
+        return false;
     };
-    let code = error.get("code").and_then(Value::as_str).unwrap_or("");
-    let message = error.get("message").and_then(Value::as_str).unwrap_or("");
-    if code.is_empty() && message.is_empty() {
-        return String::new();
-    }
-    let mut text = format!(": {code}: {message}");
-    if text.len() > 500 {
-        let mut end = 500;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-        text.push('…');
-    }
-    text
-}
-
-/// The base URL without a trailing slash, checked.
-pub(crate) fn base_url(base: &str) -> Result<String, PolicyError> {
-    let parsed =
-        Url::parse(base).map_err(|e| PolicyError::Config(format!("remote engine URL `{base}`: {e}")))?;
-    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none_or(str::is_empty) {
-        return Err(PolicyError::Config(format!(
-            "remote engine URL `{base}` must be http:// or https:// with a host"
-        )));
-    }
-    if parsed.query().is_some() || parsed.fragment().is_some() {
-        return Err(PolicyError::Config(format!(
-            "remote engine URL `{base}` must not have a query or fragment"
-        )));
-    }
-    Ok(parsed.as_str().trim_end_matches('/').to_owned())
-}
-
-/// A header value that is never printed.
-pub(crate) fn sensitive(value: &str) -> Result<HeaderValue, PolicyError> {
-    let mut value = HeaderValue::from_str(value)
-        .map_err(|_| PolicyError::Config("the authentication token is not a valid header value".into()))?;
-    value.set_sensitive(true);
-    Ok(value)
-}
-
-/// One HTTP answer: status and body.
-#[derive(Debug)]
-pub(crate) struct Reply {
-    /// The HTTP status code.
-    pub(crate) status: u16,
-    /// The body (at most [`MAX_RESPONSE_BYTES`]).
-    pub(crate) body: Vec<u8>,
-}
-
-/// Sends JSON POSTs for the remote engines, from async code (the caller's
-/// runtime) or from sync code (a dedicated thread with its own runtime).
-/// Shared with [`super::cedar_agent`].
-pub(crate) struct Transport {
-    pub(crate) timeout: Duration,
-    headers: HeaderMap,
-    /// For the caller's runtime.
-    client: Client,
-    /// The dedicated thread's queue, started on first use; `None` when it
-    /// could not be started.
-    worker: OnceLock<Option<UnboundedSender<Job>>>,
-}
-
-/// One request for the dedicated thread, and where its answer goes.
-struct Job {
-    url: Url,
-    body: Vec<u8>,
-    reply: Box<dyn FnOnce(Result<Reply, String>) + Send>,
-}
-
-/// Extra time the synchronous path waits for the dedicated thread beyond
-/// the request timeout (which the thread enforces itself).
-const GRACE: Duration = Duration::from_millis(500);
-
-impl Transport {
-    /// A transport sending `headers` with every request.
-    pub(crate) fn new(timeout: Duration, headers: HeaderMap) -> Result<Transport, PolicyError> {
-        if timeout.is_zero() {
-            return Err(PolicyError::Config("a remote engine's timeout must not be zero".into()));
-        }
-        let client = client(timeout, &headers)
-            .map_err(|e| PolicyError::Config(format!("cannot build the HTTP client: {}", chain(&e))))?;
-        Ok(Transport { timeout, headers, client, worker: OnceLock::new() })
-    }
-
-    /// POSTs `body` (JSON) to `url`; on the caller's Tokio runtime when
-    /// there is one, else through the dedicated thread.
-    pub(crate) async fn post(&self, url: Url, body: Vec<u8>) -> Result<Reply, String> {
-        if tokio::runtime::Handle::try_current().is_ok() {
-            return send(&self.client, url, body, self.timeout).await;
-        }
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.submit(url, body, Box::new(move |reply| drop(tx.send(reply))))?;
-        rx.await.unwrap_or_else(|_| Err("the request was dropped".into()))
-    }
-
-    /// POSTs `body` (JSON) to `url` and blocks until the answer, the
-    /// timeout or an error. Safe inside and outside a Tokio runtime.
-    pub(crate) fn post_blocking(&self, url: Url, body: Vec<u8>) -> Result<Reply, String> {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.submit(url, body, Box::new(move |reply| drop(tx.send(reply))))?;
-        match rx.recv_timeout(self.timeout + GRACE) {
-            Ok(reply) => reply,
-            Err(RecvTimeoutError::Timeout) => Err(format!("timed out after {:?}", self.timeout)),
-            Err(RecvTimeoutError::Disconnected) => Err("the request was dropped".into()),
-        }
-    }
-
-    fn submit(
-        &self,
-        url: Url,
-        body: Vec<u8>,
-        reply: Box<dyn FnOnce(Result<Reply, String>) + Send>,
-    ) -> Result<(), String> {
-        let worker = self.worker.get_or_init(|| spawn_worker(self.timeout, self.headers.clone()));
-        let Some(worker) = worker else {
-            return Err("cannot start the HTTP thread of the synchronous path".into());
-        };
-        worker
-            .send(Job { url, body, reply })
-            .map_err(|_| "the HTTP thread of the synchronous path has stopped".into())
-    }
-}
-
-/// Starts the dedicated thread: a current-thread runtime running every
-/// queued request concurrently, until the queue's sender (the transport) is
-/// dropped.
-fn spawn_worker(timeout: Duration, headers: HeaderMap) -> Option<UnboundedSender<Job>> {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Job>();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
-    let spawned = std::thread::Builder::new().name("kest-policy-http".into()).spawn(move || {
-        runtime.block_on(async move {
-            // Built here: its connections belong to this runtime.
-            let client = client(timeout, &headers).map_err(|e| chain(&e));
-            while let Some(job) = rx.recv().await {
-                match &client {
-                    Ok(client) => {
-                        let client = client.clone();
-                        tokio::spawn(async move {
-                            (job.reply)(send(&client, job.url, job.body, timeout).await);
-                        });
-                    }
-                    Err(e) => (job.reply)(Err(format!("cannot build the HTTP client: {e}"))),
-                }
-            }
-        });
-    });
-    spawned.ok().map(|_| tx)
-}
-
-fn client(timeout: Duration, headers: &HeaderMap) -> Result<Client, reqwest::Error> {
-    Client::builder()
-        .timeout(timeout)
-        .connect_timeout(timeout)
-        .retry(reqwest::retry::never())
-        .redirect(reqwest::redirect::Policy::none())
-        .default_headers(headers.clone())
-        .build()
-}
-
-/// One POST, answer read up to [`MAX_RESPONSE_BYTES`].
-async fn send(client: &Client, url: Url, body: Vec<u8>, timeout: Duration) -> Result<Reply, String> {
-    let describe = |e: reqwest::Error| {
-        if e.is_timeout() { format!("timed out after {timeout:?}") } else { chain(&e) }
-    };
-    let mut response = client
-        .post(url)
-        .header(CONTENT_TYPE, "application/json")
-        .body(body)
-        .send()
-        .await
-        .map_err(describe)?;
-    let status = response.status().as_u16();
-    let mut out = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(describe)? {
-        if out.len() + chunk.len() > MAX_RESPONSE_BYTES {
-            return Err(format!("the answer is larger than {MAX_RESPONSE_BYTES} bytes"));
-        }
-        out.extend_from_slice(&chunk);
-    }
-    Ok(Reply { status, body: out })
-}
-
-/// An error and its sources, `a: b: c` (reqwest's own message alone says
-/// little).
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        let next = e.to_string();
-        if !text.contains(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        source = e.source();
-    }
-    text
+    error.get("code").and_then(Value::as_str) == Some("internal_error")
+        && error.get("errors").is_some_and(Value::is_array)
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use super::super::transport::RemoteFailure;
+    use super::super::transport::tests::Warnings;
     use super::*;
 
     #[test]
@@ -554,20 +398,46 @@ mod tests {
     }
 
     #[test]
-    fn base_urls() {
-        assert_eq!(base_url("http://127.0.0.1:8181/").unwrap(), "http://127.0.0.1:8181");
-        assert_eq!(base_url("https://opa.example/prefix/").unwrap(), "https://opa.example/prefix");
-        for bad in ["127.0.0.1:8181", "ftp://x", "http://x/?a=1", "http://x/#f", "unix:/tmp/s"] {
-            assert!(base_url(bad).is_err(), "{bad}");
-        }
+    fn evaluation_errors() {
+        let reply = |status, body: &str| Reply { status, body: body.as_bytes().to_vec() };
+        let body =
+            r#"{"code":"internal_error","message":"error(s) occurred while evaluating query","errors":[]}"#;
+        assert!(is_evaluation_error(&reply(500, body)));
+        assert!(!is_evaluation_error(&reply(200, body)));
+        assert!(!is_evaluation_error(&reply(500, r#"{"code":"internal_error","message":"storage"}"#)));
+        assert!(!is_evaluation_error(&reply(500, "<html>")));
     }
 
     #[test]
-    fn error_bodies() {
-        assert_eq!(error_body(br#"{"code":"internal_error","message":"boom"}"#), ": internal_error: boom");
-        assert_eq!(error_body(b"<html>"), "");
-        let long = format!(r#"{{"code":"x","message":"{}"}}"#, "é".repeat(400));
-        assert!(error_body(long.as_bytes()).ends_with('…'));
+    fn queries_set_strict_builtin_errors() {
+        let engine = OpaEngine::new("http://127.0.0.1:1/prefix/").unwrap();
+        assert_eq!(
+            engine.url("kest.send_email").unwrap().as_str(),
+            "http://127.0.0.1:1/prefix/v1/data/kest/send_email?strict-builtin-errors=true"
+        );
+    }
+
+    #[test]
+    fn engine_answers_are_logged_not_returned() {
+        let engine = OpaEngine::new("http://127.0.0.1:1").unwrap();
+        let secret = "eval_builtin_error: http.send: dial tcp 10.1.2.3:443: secret-internal-detail";
+        let reply = |status: u16, body: String| Ok(Reply { status, body: body.into_bytes() });
+        let cases = [
+            (
+                500,
+                serde_json::json!({"code": "internal_error", "message": "error(s)", "errors": [{"message": secret}]}),
+            ),
+            (500, serde_json::json!({"code": "internal_error", "message": secret})),
+            (400, serde_json::json!({"code": "invalid_parameter", "message": secret})),
+        ];
+        for (status, body) in cases {
+            let (err, logged) = Warnings::during(|| engine.decide("p", reply(status, body.to_string())));
+            let err = err.unwrap_err();
+            assert!(!format!("{err} {err:?}").contains("secret-internal-detail"), "{err:?}");
+            assert!(logged.iter().any(|l| l.contains("secret-internal-detail")), "{logged:?}");
+        }
+        let (err, _) = Warnings::during(|| engine.decide("p", reply(200, format!("not json {secret}"))));
+        assert_eq!(err.unwrap_err(), RemoteFailure::NotJson.into_error("opa"));
     }
 
     #[test]

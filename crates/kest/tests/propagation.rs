@@ -6,13 +6,14 @@
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use kest::cache::{CacheProvider, MemoryCache};
 use kest::lineage::{FlowIdentity, Lineage};
 use kest::propagation::{Extracted, PropagationError, Propagator};
+use kest_core::ingress::IngressRules;
 use kest_core::baggage::{
     Baggage, BaggageError, BaggageLimits, KEST_CHAIN_TIP, KEST_CLAIM_CHECK, KEST_JWT, KEST_PASSPORT,
     KEST_PASSPORT_Z, KEST_USER, PackOptions, Packed, claim_key, pack, parse_claim_check,
@@ -67,6 +68,7 @@ fn draft(hop: usize) -> EntryDraft {
     }
     let trace = hex_sha256(&format!("trace-{}", hop / 10));
     d.labels = BTreeMap::from([
+        ("kest.identity".into(), identity_label()),
         ("trace_id".into(), trace[..32].to_string()),
         ("tenant".into(), "acme-corp".into()),
         ("route".into(), format!("/v1/assistants/{}/answer", hop % 7)),
@@ -108,7 +110,14 @@ fn identity() -> FlowIdentity {
         agent: Some(PRINCIPALS[2].into()),
         task: Some("documents:read search:web".into()),
         jwt: Some("eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJhbGljZSJ9.c2ln".into()),
+        delegation: Vec::new(),
     }
+}
+
+/// The `kest.identity` label the hook signs for [`identity`].
+fn identity_label() -> String {
+    let id = identity();
+    serde_json::json!({"user": id.user, "agent": id.agent, "task": id.task}).to_string()
 }
 
 fn unlimited() -> BaggageLimits {
@@ -262,9 +271,8 @@ async fn expired_claim_check_is_an_error_never_an_empty_passport() {
     let id = parse_claim_check(b.get(KEST_CLAIM_CHECK).unwrap()).unwrap();
     assert_eq!(p.extract(&b, &verifier).await.unwrap().passport.len(), 3, "resolves before expiry");
 
-    let started = Instant::now();
+    // Wait for the 1 s TTL to pass (the assertion is on the outcome).
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    assert!(started.elapsed() < Duration::from_secs(5));
     let err = p.extract(&b, &verifier).await.unwrap_err();
     assert_eq!(err, PropagationError::ClaimCheckNotFound { id });
     assert_eq!(err.http_status(), 424);
@@ -393,7 +401,10 @@ async fn unrelated_members_preserved_and_stale_keys_replaced() {
     assert_eq!(received.get(KEST_CHAIN_TIP), Some(passport.tips()[0].to_string().as_str()));
     let got = p.extract(&received, &verifier).await.unwrap();
     assert_eq!(got.passport.len(), 2);
-    assert_eq!(got.identity, FlowIdentity { user: Some("alice".into()), ..FlowIdentity::default() });
+    // `alice` was never signed into the passport (its entries say
+    // alice@acme.example): a claim, dropped.
+    assert_eq!(got.identity, FlowIdentity::default());
+    assert_eq!(got.dropped_claims, ["user"]);
 
     // The JWT travels only when enabled, both ways.
     let forwarding = Propagator::builder().forward_jwt(true).build();
@@ -433,66 +444,163 @@ async fn header_limit_falls_back_to_claim_check_or_fails() {
     assert_eq!(err.http_status(), 431);
 }
 
-#[tokio::test]
-async fn chain_tips_are_honoured_and_checked() {
-    let verifier = verifier();
+/// A fan-out passport: a root, a clean branch and a tainted branch.
+fn forked() -> (Passport, EntryHash, EntryHash, EntryHash) {
     let signers = signers();
     let rules = TrustRules::default();
     let mut passport = Passport::new();
     let root = passport.record(&draft(0), &signers[0], &rules).unwrap();
-    let mut branch = |op: &str| {
+    let mut branch = |op: &str, taint: Option<&str>| {
         let mut d = EntryDraft::new(op);
         d.parents = Parents::Explicit(vec![root]);
+        d.added_taints = taint.into_iter().map(str::to_owned).collect();
         passport.record(&d, &signers[1], &rules).unwrap()
     };
-    let a = branch("branch_a");
-    let b_tip = branch("branch_b");
-    assert_eq!(passport.tips(), [a, b_tip]);
+    let clean = branch("branch_clean", None);
+    let tainted = branch("web_search", Some("prompt_injection_suspect"));
+    (passport, root, clean, tainted)
+}
 
-    let p = Propagator::new();
-    let flow = Lineage::from_passport_at(passport.clone(), vec![a]).unwrap();
+fn with_tip(p: &Propagator, passport: &Passport, chain_tip: &str) -> Baggage {
     let mut b = Baggage::new();
-    p.inject(&flow, &mut b).await.unwrap();
-    assert_eq!(b.get(KEST_CHAIN_TIP), Some(a.to_string().as_str()));
-    let got = p.extract(&b, &verifier).await.unwrap();
-    assert_eq!(got.tips, vec![a]);
-    let lineage = got.into_lineage().unwrap();
-    assert_eq!(lineage.tips(), vec![a]);
-    assert_eq!(lineage.snapshot().parents.len(), 1);
+    b.set(KEST_PASSPORT, passport.to_json()).unwrap();
+    b.set(KEST_CHAIN_TIP, chain_tip).unwrap();
+    p.parse_header(Some(&b.to_header_with(&unlimited()).unwrap())).unwrap_or(b)
+}
 
-    // Absent: the passport's own tips.
-    b.remove(KEST_CHAIN_TIP);
-    assert_eq!(p.extract(&b, &verifier).await.unwrap().tips, vec![a, b_tip]);
+fn kind(err: &PropagationError) -> &'static str {
+    err.kind()
+}
 
-    // A tip outside the passport, a malformed one.
+#[tokio::test]
+async fn attack_rewind_to_an_ancestor_is_refused() {
+    let (passport, root, _, _) = forked();
+    let p = Propagator::new();
+    // The sender names the root (before any taint) as where to continue.
+    let err = p.extract(&with_tip(&p, &passport, &root.to_string()), &verifier()).await.unwrap_err();
+    assert_eq!(kind(&err), "tip_mismatch");
+    assert_eq!(err.http_status(), 403);
+    // Not even in the compatibility mode: an ancestor is never a tip.
+    let lenient = Propagator::builder().ingress(IngressRules { allow_tip_subset: true, ..IngressRules::default() }).build();
+    let err = lenient.extract(&with_tip(&lenient, &passport, &root.to_string()), &verifier()).await.unwrap_err();
+    assert_eq!(kind(&err), "tip_mismatch");
+}
+
+#[tokio::test]
+async fn attack_dropping_a_tainted_tip_is_refused() {
+    let (passport, _, clean, tainted) = forked();
+    let p = Propagator::new();
+    let err = p.extract(&with_tip(&p, &passport, &clean.to_string()), &verifier()).await.unwrap_err();
+    assert_eq!(kind(&err), "tip_mismatch", "the tainted branch cannot be dropped");
+    // Both tips, in any order: accepted, and the next entry inherits the taint.
+    let got = p.extract(&with_tip(&p, &passport, &format!("{tainted},{clean}")), &verifier()).await.unwrap();
+    let mut tips = got.tips.clone();
+    tips.sort();
+    let mut expected = vec![clean, tainted];
+    expected.sort();
+    assert_eq!(tips, expected);
+    // The compatibility option accepts a subset of the tips (the reference
+    // writes only the last entry), never an ancestor (above).
+    let lenient = Propagator::builder().ingress(IngressRules { allow_tip_subset: true, ..IngressRules::default() }).build();
+    // ... and the next entry still continues from *every* tip.
+    let got = lenient.extract(&with_tip(&lenient, &passport, &clean.to_string()), &verifier()).await.unwrap();
+    assert_eq!(got.tips, passport.tips());
+}
+
+#[tokio::test]
+async fn chain_tip_syntax_strangers_and_the_new_root_sentinel() {
+    let (passport, _, clean, tainted) = forked();
+    let p = Propagator::new();
     let stranger = EntryHash::of("x.y.z");
-    b.set(KEST_CHAIN_TIP, format!("{a},{stranger}")).unwrap();
-    let err = p.extract(&b, &verifier).await.unwrap_err();
-    assert_eq!(err, PropagationError::TipNotInPassport { tip: stranger });
-    assert_eq!(err.http_status(), 400);
-    b.set(KEST_CHAIN_TIP, "not-a-hash").unwrap();
-    let err = p.extract(&b, &verifier).await.unwrap_err();
+    let err = p.extract(&with_tip(&p, &passport, &format!("{clean},{tainted},{stranger}")), &verifier()).await.unwrap_err();
+    assert_eq!(kind(&err), "tip_mismatch");
+    let err = p.extract(&with_tip(&p, &passport, "not-a-hash"), &verifier()).await.unwrap_err();
     assert!(matches!(err, PropagationError::BadChainTip { .. }), "{err:?}");
     assert_eq!(err.http_status(), 400);
-
     // "0" (start a new root) while carrying history would detach the next
-    // entry from its lineage: refused.
-    b.set(KEST_CHAIN_TIP, "0").unwrap();
-    let err = p.extract(&b, &verifier).await.unwrap_err();
-    assert!(matches!(err, PropagationError::BadChainTip { .. }), "{err:?}");
-    assert_eq!(err.http_status(), 400);
-
+    // entry from its lineage.
+    let err = p.extract(&with_tip(&p, &passport, "0"), &verifier()).await.unwrap_err();
+    assert_eq!(kind(&err), "tip_mismatch");
     // Tips without any passport.
     let mut b = Baggage::new();
-    b.set(KEST_CHAIN_TIP, a.to_string()).unwrap();
-    assert_eq!(p.extract(&b, &verifier).await.unwrap_err(), PropagationError::TipNotInPassport { tip: a });
-
-    // Editing the tips of an extraction is caught by into_lineage.
+    b.set(KEST_CHAIN_TIP, clean.to_string()).unwrap();
+    assert_eq!(kind(&p.extract(&b, &verifier()).await.unwrap_err()), "tip_mismatch");
+    // Absent: the passport's own tips.
     let mut b = Baggage::new();
-    p.inject(&flow, &mut b).await.unwrap();
-    let mut got = p.extract(&b, &verifier).await.unwrap();
+    b.set(KEST_PASSPORT, passport.to_json()).unwrap();
+    assert_eq!(p.extract(&b, &verifier()).await.unwrap().tips, passport.tips());
+    // Editing the tips of an extraction is caught by into_lineage.
+    let mut got = p.extract(&b, &verifier()).await.unwrap();
     got.tips.push(stranger);
     assert_eq!(got.into_lineage().unwrap_err(), PropagationError::TipNotInPassport { tip: stranger });
+}
+
+/// A passport whose only entry was signed `age` ago (a captured header).
+fn recorded_ago(age: Duration) -> Passport {
+    let signer = &signers()[0];
+    let mut d = draft(0);
+    d.parents = Parents::Root;
+    let mut entry = kest_core::prepare_entry(&[], &d, signer.principal(), &TrustRules::default()).unwrap();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    entry.timestamp_ms = u64::try_from((now - age).as_millis()).unwrap();
+    let mut passport = Passport::new();
+    passport.append(kest_core::sign_entry(entry, signer).unwrap()).unwrap();
+    passport
+}
+
+#[tokio::test]
+async fn attack_replaying_a_stale_passport_is_refused() {
+    let p = Propagator::new();
+    let captured = recorded_ago(Duration::from_secs(8 * 60));
+    let mut b = Baggage::new();
+    p.inject(&Lineage::from_passport(captured.clone()), &mut b).await.unwrap();
+    let err = p.extract(&b, &verifier()).await.unwrap_err();
+    assert_eq!(kind(&err), "stale_passport");
+    assert_eq!(err.http_status(), 403);
+    // A fresh one verifies; a deployment may widen the age window.
+    let fresh = recorded_ago(Duration::from_secs(10));
+    let mut b = Baggage::new();
+    p.inject(&Lineage::from_passport(fresh), &mut b).await.unwrap();
+    assert!(p.extract(&b, &verifier()).await.is_ok());
+    let patient = Propagator::builder()
+        .ingress(IngressRules { max_age: Some(Duration::from_secs(3600)), ..IngressRules::default() })
+        .build();
+    let mut b = Baggage::new();
+    patient.inject(&Lineage::from_passport(captured), &mut b).await.unwrap();
+    assert!(patient.extract(&b, &verifier()).await.is_ok());
+}
+
+#[tokio::test]
+async fn attack_spoofed_baggage_identity_is_dropped_not_trusted() {
+    let p = Propagator::new();
+    let flow = Lineage::from_passport(passport_with(2)).with_identity(identity());
+    let mut b = Baggage::new();
+    p.inject(&flow, &mut b).await.unwrap();
+    // Signed into the tips: kept.
+    assert_eq!(p.extract(&b, &verifier()).await.unwrap().identity.user, identity().user);
+    // Replaced by mallory in the header: dropped, and the drop is reported.
+    b.set(KEST_USER, "mallory").unwrap();
+    let got = p.extract(&b, &verifier()).await.unwrap();
+    assert_eq!(got.identity.user, None);
+    assert_eq!(got.dropped_claims, ["user"]);
+    assert_eq!(got.identity.agent, identity().agent, "the other claims still match");
+    // Control characters are refused outright (400), never recorded.
+    b.set(KEST_USER, "alice\r\nx-role: admin").unwrap();
+    let err = p.extract(&b, &verifier()).await.unwrap_err();
+    assert_eq!(kind(&err), "invalid_identity");
+    assert_eq!(err.http_status(), 400);
+}
+
+#[tokio::test]
+async fn tips_must_be_signed_by_the_authenticated_peer() {
+    let p = Propagator::new();
+    let passport = passport_with(2); // tip signed by PRINCIPALS[1]
+    let mut b = Baggage::new();
+    p.inject(&Lineage::from_passport(passport), &mut b).await.unwrap();
+    assert!(p.extract_from_peer(&b, &verifier(), Some(PRINCIPALS[1])).await.is_ok());
+    let err = p.extract_from_peer(&b, &verifier(), Some(PRINCIPALS[2])).await.unwrap_err();
+    assert_eq!(kind(&err), "tip_not_signed_by_peer");
+    assert_eq!(err.http_status(), 403);
 }
 
 #[tokio::test]

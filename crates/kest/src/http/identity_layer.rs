@@ -677,8 +677,10 @@ mod tests {
             keys: Keys::Insecure,
             issuers: issuers.iter().map(|s| s.to_string()).collect(),
             audiences: audiences.iter().map(|s| s.to_string()).collect(),
+            any_audience: audiences.is_empty(),
             user_claim: None,
             leeway: DEFAULT_LEEWAY,
+            reference_act_mapping: false,
         }
     }
 
@@ -712,27 +714,61 @@ mod tests {
     #[test]
     fn identity_mapping() {
         let mut v = verifier(&[], &[]);
-        let id = v.identity(
-            &claims(json!({"sub": "u1", "preferred_username": "alice", "azp": "web", "scope": "read write"})),
-            "t",
-        );
+        let id = v
+            .identity(
+                &claims(json!({"sub": "u1", "preferred_username": "alice", "azp": "web", "scope": "read write"})),
+                "t",
+            )
+            .unwrap();
         assert_eq!(id.user.as_deref(), Some("alice"));
         assert_eq!(id.agent.as_deref(), Some("web"));
         assert_eq!(id.task.as_deref(), Some("read write"));
         assert_eq!(id.jwt.as_deref(), Some("t"));
-        let id = v.identity(&claims(json!({"sub": "u1", "client_id": "cli", "scope": ["a", "b"]})), "t");
+        let id = v.identity(&claims(json!({"sub": "u1", "client_id": "cli", "scope": ["a", "b"]})), "t").unwrap();
         assert_eq!(
             (id.user.as_deref(), id.agent.as_deref(), id.task.as_deref()),
             (Some("u1"), Some("cli"), Some("a b"))
         );
-        let id = v.identity(&claims(json!({"sub": "agent-7", "azp": "x", "act": {"sub": "bob"}})), "t");
-        assert_eq!((id.user.as_deref(), id.agent.as_deref()), (Some("bob"), Some("agent-7")));
         v.user_claim = Some("email".into());
         let id =
-            v.identity(&claims(json!({"sub": "u1", "email": "a@x", "preferred_username": "alice"})), "t");
+            v.identity(&claims(json!({"sub": "u1", "email": "a@x", "preferred_username": "alice"})), "t").unwrap();
         assert_eq!(id.user.as_deref(), Some("a@x"));
-        let id = v.identity(&claims(json!({"sub": "u1", "preferred_username": "alice"})), "t");
+        let id = v.identity(&claims(json!({"sub": "u1", "preferred_username": "alice"})), "t").unwrap();
         assert_eq!(id.user.as_deref(), Some("u1"));
+    }
+
+    #[test]
+    fn rfc8693_act_maps_user_to_sub_agent_to_actor_and_records_delegation() {
+        let mut v = verifier(&[], &[]);
+        // bob's token exchanged by agent-7, which was itself acting for svc-a.
+        let token = json!({"sub": "bob", "act": {"sub": "agent-7", "act": {"sub": "svc-a"}}});
+        let id = v.identity(&claims(token.clone()), "t").unwrap();
+        assert_eq!((id.user.as_deref(), id.agent.as_deref()), (Some("bob"), Some("agent-7")));
+        assert_eq!(id.delegation, ["svc-a"]);
+        v.reference_act_mapping = true;
+        let id = v.identity(&claims(token), "t").unwrap();
+        assert_eq!((id.user.as_deref(), id.agent.as_deref()), (Some("agent-7"), Some("bob")), "reference order");
+        assert!(matches!(v.identity(&claims(json!({"sub": "b", "act": "x"})), "t"), Err(TokenError::InvalidClaims(_))));
+        let mut deep = json!({"sub": "last"});
+        for i in 0..20 {
+            deep = json!({"sub": format!("a{i}"), "act": deep});
+        }
+        assert!(matches!(v.identity(&claims(json!({"sub": "b", "act": deep})), "t"), Err(TokenError::InvalidClaims(_))));
+    }
+
+    #[test]
+    fn identity_values_with_control_characters_are_refused() {
+        let v = verifier(&[], &[]);
+        for token in [
+            json!({"sub": "mallory\u{0}"}),
+            json!({"sub": "alice", "azp": "web\r\nx-admin: 1"}),
+            json!({"sub": "alice", "scope": "read\n"}),
+            json!({"sub": "alice", "act": {"sub": "a\u{7f}"}}),
+        ] {
+            let err = v.identity(&claims(token), "t").unwrap_err();
+            assert_eq!(err.kind(), "invalid_identity");
+            assert_eq!(err.into_rejection().status, StatusCode::BAD_REQUEST);
+        }
     }
 
     #[test]
@@ -752,12 +788,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn build_requires_an_audience_unless_explicitly_opted_out() {
+        let jwks = r#"{"keys":[{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","kid":"k"}]}"#;
+        let err = IdentityLayer::builder().jwks_json(jwks).build().await.unwrap_err();
+        assert_eq!(err, HttpConfigError::NoAudience);
+        assert!(IdentityLayer::builder().jwks_json(jwks).audience("orders").build().await.is_ok());
+        assert!(IdentityLayer::builder().jwks_json(jwks).allow_any_audience().build().await.is_ok());
+    }
+
+    #[tokio::test]
     async fn build_requires_jwks_unless_insecure() {
-        let err = IdentityLayer::builder().env(|_| None).build().await.unwrap_err();
+        let err = IdentityLayer::builder().allow_any_audience().env(|_| None).build().await.unwrap_err();
         assert_eq!(err, HttpConfigError::NoJwks);
-        let err = IdentityLayer::builder().env(|_| Some("1".into())).build().await.unwrap_err();
+        let err =
+            IdentityLayer::builder().allow_any_audience().env(|_| Some("1".into())).build().await.unwrap_err();
         assert_eq!(err, HttpConfigError::NoJwks);
         let layer = IdentityLayer::builder()
+            .allow_any_audience()
             .env(|name| (name == INSECURE_NO_VERIFY).then(|| "true".into()))
             .build()
             .await

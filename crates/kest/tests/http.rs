@@ -19,8 +19,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use kest::cache::{CacheError, CacheProvider, MemoryCache};
 use kest::http::{
-    HttpConfigError, IdentityLayer, KestPropagationMiddleware, LineageLayer, TraceParent,
-    respond_with_passport,
+    AuthenticatedPeer, HttpConfigError, IdentityLayer, IdentityLayerBuilder, KestLayer, KestPropagationMiddleware,
+    LineageLayer, RefreshPolicy, TraceParent, respond_with_passport,
 };
 use kest::identity::StaticIdentity;
 use kest::policy::{BoxFuture, MockPolicyEngine};
@@ -255,15 +255,12 @@ impl Issuer {
         Issuer::sign_with(&self.key(kid), kid, &claims)
     }
 
+    fn builder(&self) -> IdentityLayerBuilder {
+        IdentityLayer::builder().jwks_url(&self.jwks_url).unwrap().issuer(ISSUER).audience(AUDIENCE)
+    }
+
     async fn layer(&self) -> IdentityLayer {
-        IdentityLayer::builder()
-            .jwks_url(&self.jwks_url)
-            .unwrap()
-            .issuer(ISSUER)
-            .audience(AUDIENCE)
-            .build()
-            .await
-            .unwrap()
+        self.builder().build().await.unwrap()
     }
 }
 
@@ -292,12 +289,15 @@ fn bearer(token: &str) -> (&'static str, String) {
     ("authorization", format!("Bearer {token}"))
 }
 
-/// A server with both layers: lineage outermost, identity inside.
+/// A gateway: one `KestLayer`, an entry point verifying bearer tokens.
 async fn protected_server(issuer: &Issuer, ran: Arc<AtomicBool>) -> String {
-    let app = echo_app(ran).layer(
-        ServiceBuilder::new().layer(lineage_layer(Propagator::new()).await).layer(issuer.layer().await),
-    );
-    serve(app).await
+    let layer = KestLayer::builder()
+        .lineage(LineageLayer::builder().key_set(kest_keys()).entry_point("user_input"))
+        .identity(issuer.builder())
+        .build()
+        .await
+        .unwrap();
+    serve(echo_app(ran).layer(layer)).await
 }
 
 // ------------------------------------------------------------ happy path
@@ -417,12 +417,23 @@ async fn baggage_for(passport: &Passport) -> String {
 }
 
 #[tokio::test]
-async fn no_baggage_is_a_new_flow_and_a_valid_passport_is_restored() {
+async fn attack_gateway_bypass_an_inner_service_refuses_requests_without_lineage() {
     let (url, ran) = lineage_only_server(Propagator::new()).await;
-    let (status, body, _) = get_with(&url, &[]).await;
-    assert_eq!(status, 200);
-    assert_eq!(body["operations"], json!([]));
-    assert!(ran.swap(false, Ordering::SeqCst));
+    // No passport, no token, a claimed user: the review's bypass request.
+    let result = get_with(&url, &[("baggage", "kest.user=mallory".into())]).await;
+    assert_rejected(&result, 403, "missing_lineage", &ran);
+    assert_rejected(&get_with(&url, &[]).await, 403, "missing_lineage", &ran);
+
+    // An entry point starts flows only for a verified identity.
+    let entry = LineageLayer::builder().key_set(kest_keys()).entry_point("user_input").build().await.unwrap();
+    let url = serve(echo_app(ran.clone()).layer(entry)).await;
+    let result = get_with(&url, &[("baggage", "kest.user=mallory".into())]).await;
+    assert_rejected(&result, 401, "missing_token", &ran);
+}
+
+#[tokio::test]
+async fn a_valid_passport_is_restored() {
+    let (url, _ran) = lineage_only_server(Propagator::new()).await;
 
     let header = format!("other=1,{}", baggage_for(&client_passport()).await);
     let (status, body, _) = get_with(&url, &[("baggage", header)]).await;
@@ -526,11 +537,12 @@ async fn lineage_layer_requires_a_key_set() {
     let path = dir.path().join("jwks.json");
     std::fs::write(&path, kest_keys().to_jwks().to_string()).unwrap();
     let layer = LineageLayer::builder().jwks_file(&path).build().await.unwrap();
-    assert_eq!(layer.verifier().key_set().map(KeySet::len), Some(2));
+    assert!(layer.verifier().resolver().resolve(CLIENT).unwrap().is_some());
     let doc = kest_keys().to_jwks();
     let url = serve(Router::new().route("/k", get(move || async move { axum::Json(doc) }))).await;
     let layer = LineageLayer::builder().jwks_url(format!("{url}/k")).unwrap().build().await.unwrap();
-    assert_eq!(layer.verifier().key_set().map(KeySet::len), Some(2));
+    assert!(layer.verifier().resolver().resolve(SERVICE_A).unwrap().is_some());
+    assert!(layer.verifier().resolver().resolve("spiffe://test/nobody").unwrap().is_none());
     assert!(LineageLayer::builder().jwks_url("http://kest.example/jwks").is_err(), "plain http off loopback");
 }
 
@@ -570,15 +582,20 @@ async fn on_behalf_of_tokens() {
     let issuer = Issuer::start(&[(KeyKind::Ed25519, "ed-1")]).await;
     let ran = Arc::new(AtomicBool::new(false));
     let url = protected_server(&issuer, ran.clone()).await;
+    // RFC 8693 §4.1: `sub` is on whose behalf, `act.sub` the current actor.
     let token = issuer.mint(
         "ed-1",
-        claims(json!({"sub": "agent-7", "act": {"sub": "bob"}, "azp": "ignored", "scope": "tickets:write"})),
+        claims(json!({"sub": "bob", "act": {"sub": "agent-7", "act": {"sub": "orchestrator"}}, "azp": "ignored", "scope": "tickets:write"})),
     );
     let (status, body, _) = get_with(&url, &[bearer(&token)]).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["user"], "bob");
     assert_eq!(body["agent"], "agent-7");
     assert_eq!(body["task"], "tickets:write");
+    // Control characters in an identity claim: 400, the handler never runs.
+    ran.store(false, Ordering::SeqCst);
+    let token = issuer.mint("ed-1", claims(json!({"preferred_username": "alice\u{0}admin"})));
+    assert_rejected(&get_with(&url, &[bearer(&token)]).await, 400, "invalid_identity", &ran);
 }
 
 #[tokio::test]
@@ -642,6 +659,7 @@ async fn key_rotation_refetches_at_most_once_per_interval() {
     let quick = IdentityLayer::builder()
         .jwks_url(&issuer.jwks_url)
         .unwrap()
+        .audience(AUDIENCE)
         .refetch_interval(Duration::from_millis(50))
         .build()
         .await
@@ -675,11 +693,14 @@ async fn identity_layer_from_a_jwks_file() {
 
 #[tokio::test]
 async fn identity_layer_requires_a_jwks_unless_insecure() {
-    let err = IdentityLayer::builder().env(|_| None).build().await.unwrap_err();
+    let err = IdentityLayer::builder().audience(AUDIENCE).env(|_| None).build().await.unwrap_err();
     assert_eq!(err, HttpConfigError::NoJwks);
-    let err = IdentityLayer::builder().env(|_| Some("false".into())).build().await.unwrap_err();
+    let err = IdentityLayer::builder().audience(AUDIENCE).env(|_| Some("false".into())).build().await.unwrap_err();
     assert_eq!(err, HttpConfigError::NoJwks);
-    assert!(IdentityLayer::builder().jwks_json(r#"{"keys":[]}"#).build().await.is_err(), "no usable key");
+    assert!(
+        IdentityLayer::builder().audience(AUDIENCE).jwks_json(r#"{"keys":[]}"#).build().await.is_err(),
+        "no usable key"
+    );
 
     let insecure = IdentityLayer::builder()
         .env(|name| (name == "KEST_INSECURE_NO_VERIFY").then(|| "true".to_owned()))
@@ -764,6 +785,123 @@ async fn layers_work_on_a_plain_tower_service() {
     assert!(response.body().is_rejection());
     assert!(!ran.load(Ordering::SeqCst));
     let response = service.ready().await.unwrap().call(http::Request::new(String::new())).await.unwrap();
+    assert_eq!(response.status(), 403, "an inner service: no passport, no call");
+    assert!(!ran.load(Ordering::SeqCst));
+    let request = http::Request::builder()
+        .header("baggage", baggage_for(&client_passport()).await)
+        .body(String::new())
+        .unwrap();
+    let response = service.ready().await.unwrap().call(request).await.unwrap();
     assert_eq!(response.status(), 200);
     assert!(ran.load(Ordering::SeqCst));
+}
+
+// ------------------------------------------ the review's attacks over HTTP
+
+#[tokio::test]
+async fn attack_spoofed_baggage_identity_with_and_without_the_identity_layer() {
+    let issuer = Issuer::start(&[(KeyKind::Ed25519, "ed-1")]).await;
+    let token = issuer.mint("ed-1", claims(json!({})));
+    let spoofed = format!("kest.user=mallory,{}", baggage_for(&client_passport()).await);
+
+    // Identity layer *outside* the lineage layer (the order that used to
+    // let the header win): the token's alice stands.
+    let ran = Arc::new(AtomicBool::new(false));
+    let app = echo_app(ran.clone())
+        .layer(ServiceBuilder::new().layer(issuer.layer().await).layer(lineage_layer(Propagator::new()).await));
+    let url = serve(app).await;
+    let (status, body, _) = get_with(&url, &[bearer(&token), ("baggage", spoofed.clone())]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["user"], "alice");
+
+    // Identity layer inside: the same.
+    let url = protected_server(&issuer, ran.clone()).await;
+    let (status, body, _) = get_with(&url, &[bearer(&token), ("baggage", spoofed.clone())]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["user"], "alice");
+
+    // No identity layer: the claim is not signed into the passport, so it
+    // is dropped, never handed to policy.
+    let (url, _) = lineage_only_server(Propagator::new()).await;
+    let (status, body, _) = get_with(&url, &[("baggage", spoofed)]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["user"], Value::Null);
+}
+
+#[tokio::test]
+async fn an_entry_point_scores_a_new_flow_with_its_ingress_origin() {
+    let issuer = Issuer::start(&[(KeyKind::Ed25519, "ed-1")]).await;
+    let kest = Arc::new(
+        Kest::builder().identity(service_a_identity()).engine(Arc::new(MockPolicyEngine::allow_all())).build().unwrap(),
+    );
+    // The handler claims `internal` data: at an entry point the root is
+    // scored with the ingress origin instead.
+    let app = Router::new()
+        .route(
+            "/",
+            get(move || {
+                let kest = kest.clone();
+                async move {
+                    let hook = Verified::builder("ingest").policy("p").source_type("internal").build().unwrap();
+                    hook.call(CallContext::new().runtime(&kest), || Ok::<_, Infallible>(())).unwrap();
+                    let p = kest::current_passport().unwrap();
+                    let e = p.entries()[0].payload();
+                    axum::Json(json!({"trust": e.trust_score, "origin": e.label("kest.source_type"), "user": kest::current_user()}))
+                }
+            }),
+        )
+        .layer(
+            KestLayer::builder()
+                .lineage(LineageLayer::builder().key_set(kest_keys()).entry_point("user_input"))
+                .identity(issuer.builder())
+                .build()
+                .await
+                .unwrap(),
+        );
+    let url = serve(app).await;
+    let (status, body, _) = get_with(&url, &[bearer(&issuer.mint("ed-1", claims(json!({}))))]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({"trust": 40, "origin": "user_input", "user": "alice"}));
+}
+
+#[tokio::test]
+async fn a_removed_key_stops_verifying_within_the_refresh_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jwks.json");
+    std::fs::write(&path, kest_keys().to_jwks().to_string()).unwrap();
+    let layer = LineageLayer::builder()
+        .jwks_file(&path)
+        .refresh(RefreshPolicy::default().refresh_interval(Duration::ZERO).min_refetch_interval(Duration::ZERO))
+        .build()
+        .await
+        .unwrap();
+    let ran = Arc::new(AtomicBool::new(false));
+    let url = serve(echo_app(ran.clone()).layer(layer)).await;
+    let header = baggage_for(&client_passport()).await;
+    assert_eq!(get_with(&url, &[("baggage", header.clone())]).await.0, 200);
+    // The client's key is removed from the source.
+    let mut remaining = KeySet::new();
+    remaining.insert(SERVICE_A, service_a_identity().public_key().unwrap()).unwrap();
+    std::fs::write(&path, remaining.to_jwks().to_string()).unwrap();
+    ran.store(false, Ordering::SeqCst);
+    assert_rejected(&get_with(&url, &[("baggage", header)]).await, 403, "unknown_signer", &ran);
+}
+
+#[tokio::test]
+async fn tips_must_be_signed_by_the_authenticated_peer_over_http() {
+    // A transport layer (mTLS, say) authenticated the caller as SERVICE_A.
+    let ran = Arc::new(AtomicBool::new(false));
+    let app = echo_app(ran.clone()).layer(
+        ServiceBuilder::new()
+            .map_request(|mut r: http::Request<axum::body::Body>| {
+                r.extensions_mut().insert(AuthenticatedPeer(SERVICE_A.to_owned()));
+                r
+            })
+            .layer(lineage_layer(Propagator::new()).await),
+    );
+    let url = serve(app).await;
+    // The client signed the tip, not SERVICE_A: someone replays the
+    // client's passport through SERVICE_A's connection.
+    let result = get_with(&url, &[("baggage", baggage_for(&client_passport()).await)]).await;
+    assert_rejected(&result, 403, "tip_not_signed_by_peer", &ran);
 }

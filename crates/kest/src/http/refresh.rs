@@ -87,8 +87,9 @@ pub(crate) struct RefreshingJwks<T> {
     client: reqwest::Client,
     parse: fn(&str) -> Result<T, JwksError>,
     current: ArcSwap<Loaded<T>>,
-    /// When the last fetch was attempted; held while one is in flight.
-    last_attempt: tokio::sync::Mutex<Instant>,
+    /// When the last refetch was attempted (none yet: the first one is
+    /// never rate-limited); held while one is in flight.
+    last_attempt: tokio::sync::Mutex<Option<Instant>>,
     policy: RefreshPolicy,
 }
 
@@ -117,7 +118,7 @@ impl<T> RefreshingJwks<T> {
             client,
             parse,
             current: ArcSwap::from_pointee(Loaded { value, fetched_at: now }),
-            last_attempt: tokio::sync::Mutex::new(now),
+            last_attempt: tokio::sync::Mutex::new(None),
             policy,
         })
     }
@@ -157,10 +158,10 @@ impl<T> RefreshingJwks<T> {
         if self.current.load().fetched_at != seen {
             return true; // another caller refetched while we waited
         }
-        if last.elapsed() < self.policy.min_refetch_interval {
+        if last.is_some_and(|t| t.elapsed() < self.policy.min_refetch_interval) {
             return false;
         }
-        *last = Instant::now();
+        *last = Some(Instant::now());
         match self.source.load(&self.client).await.and_then(|text| (self.parse)(&text)) {
             Ok(value) => {
                 tracing::debug!(source = %self.source, why, "JWKS refetched");

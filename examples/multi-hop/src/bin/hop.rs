@@ -1,8 +1,9 @@
 //! `kest-hop`: one service of the multi-hop example.
 //!
-//! Each hop is a separate process with its own principal key. Behind the
-//! lineage layer (which restores and *verifies* the caller's passport
-//! against the JWKS of all principals, with semantic checks) it runs its
+//! Each hop is a separate process with its own principal key. Behind one
+//! `KestLayer` (which restores, *verifies* — semantic checks, known origins,
+//! the sanitizer set — and binds the caller's passport against the JWKS of
+//! all principals; inner hops refuse requests without one) it runs its
 //! operation as a verified call — policy first, then a signed entry — and,
 //! if it has a next hop, forwards the request with the passport in
 //! `baggage`. The last hop answers with the final passport, which travels
@@ -18,14 +19,13 @@ use axum::routing::post;
 use axum::{Json, Router};
 use clap::Parser;
 use kest::cache::CacheProvider;
-use kest::http::{IdentityLayer, KestPropagationMiddleware, LineageLayer};
+use kest::http::{IdentityLayer, KestLayer, KestPropagationMiddleware, LineageLayer};
 use kest::identity::StaticIdentity;
 use kest::policy::rego::RegoEngine;
 use kest::propagation::Propagator;
 use kest::{CallContext, HookError, Kest, KestError, Verified};
 use kest_core::Classification;
 use serde_json::{Value, json};
-use tower::ServiceBuilder;
 
 /// Command-line arguments.
 #[derive(Debug, Parser)]
@@ -69,9 +69,14 @@ struct Args {
     /// The function-tier policy (`example/open` or `example/final_guard`).
     #[arg(long, default_value = "example/open")]
     policy: String,
-    /// Verify the user's bearer token against this JWKS URL (the gateway).
+    /// Verify the user's bearer token against this JWKS URL: this hop is
+    /// the entry point (the gateway). Every other hop is an inner service
+    /// and refuses requests without a verified passport.
     #[arg(long)]
     issuer_jwks: Option<String>,
+    /// A principal allowed to raise trust (a sanitizer); repeatable.
+    #[arg(long = "sanitizer-principal")]
+    sanitizer_principals: Vec<String>,
     /// Expected token issuer.
     #[arg(long, default_value = "http://kest-issuer.local")]
     issuer: String,
@@ -205,12 +210,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         propagator = propagator.cache(cache);
     }
     let propagator = propagator.build();
-    let lineage = LineageLayer::builder()
+    // Semantic checks and unknown-origin refusal are on by default; only
+    // the listed principals may raise trust.
+    let mut lineage = LineageLayer::builder()
         .jwks_file(args.jwks.clone())
-        .semantic(true)
-        .propagator(propagator.clone())
-        .build()
-        .await?;
+        .sanitizers(args.sanitizer_principals.clone())
+        .propagator(propagator.clone());
+    let mut layer = KestLayer::builder();
+    if let Some(url) = &args.issuer_jwks {
+        lineage = lineage.entry_point("user_input");
+        layer = layer.identity(
+            IdentityLayer::builder().jwks_url(url)?.issuer(args.issuer.clone()).audience(args.audience.clone()),
+        );
+    }
+    let layer = layer.lineage(lineage).build().await?;
     let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
         .with(KestPropagationMiddleware::new(propagator))
         .build();
@@ -227,19 +240,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         client,
         padding,
     });
-    let routes = Router::new().route("/", post(handle)).with_state(app);
-    let router = match &args.issuer_jwks {
-        Some(url) => {
-            let identity = IdentityLayer::builder()
-                .jwks_url(url)?
-                .issuer(args.issuer.clone())
-                .audience(args.audience.clone())
-                .build()
-                .await?;
-            routes.layer(ServiceBuilder::new().layer(lineage).layer(identity))
-        }
-        None => routes.layer(lineage),
-    };
+    let router = Router::new().route("/", post(handle)).with_state(app).layer(layer);
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
     std::fs::write(&args.port_file, listener.local_addr()?.port().to_string())?;
     axum::serve(listener, router)

@@ -461,7 +461,9 @@ impl Baggage {
                     i += 1;
                     keep
                 });
-                self.members[first] = member;
+                if let Some(slot) = self.members.get_mut(first) {
+                    *slot = member;
+                }
             }
             None => self.members.push(member),
         }

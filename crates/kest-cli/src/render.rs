@@ -25,6 +25,13 @@ pub fn short(s: &str, n: usize) -> &str {
     }
 }
 
+/// `s` with every control character (newlines, escape sequences, NUL …)
+/// replaced by U+FFFD, so a hostile name cannot forge output lines or
+/// drive the terminal.
+pub fn printable(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { '\u{fffd}' } else { c }).collect()
+}
+
 /// One node as drawn.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
@@ -87,7 +94,7 @@ pub fn nodes_unverified(passport: &UnverifiedPassport) -> Vec<Node> {
 fn label(n: &Node) -> String {
     let taints =
         if n.taints.is_empty() { String::new() } else { format!(" taints=[{}]", n.taints.join(",")) };
-    format!("{} by {} trust={}{}", n.operation, n.principal, n.trust, taints)
+    printable(&format!("{} by {} trust={}{}", n.operation, n.principal, n.trust, taints))
 }
 
 /// The DAG as an indented tree: each entry under its first parent; an entry
@@ -120,7 +127,8 @@ pub fn render_tree(nodes: &[Node]) -> String {
             "├─ "
         };
         let joins = if n.parents.len() > 1 {
-            format!("  ⇐ joins {}", n.parents.iter().map(|p| short(p, 8)).collect::<Vec<_>>().join(" + "))
+            let joined = n.parents.iter().map(|p| short(p, 8)).collect::<Vec<_>>().join(" + ");
+            format!("  ⇐ joins {}", printable(&joined))
         } else {
             String::new()
         };
@@ -163,7 +171,12 @@ pub fn render_dot(nodes: &[Node]) -> String {
     }
     for n in nodes {
         for p in &n.parents {
-            let _ = writeln!(out, "  \"{}\" -> \"{}\";", dot_escape(short(p, 12)), short(&n.hash, 12));
+            let _ = writeln!(
+                out,
+                "  \"{}\" -> \"{}\";",
+                dot_escape(&printable(short(p, 12))),
+                short(&n.hash, 12)
+            );
         }
     }
     out.push_str("}\n");
@@ -229,7 +242,7 @@ pub fn inspect_text(decoded: &[Value]) -> String {
     let null = Value::Null;
     for entry in decoded {
         let p = entry.get("payload").unwrap_or(&null);
-        let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("?").to_owned();
+        let text = |v: Option<&Value>| printable(v.and_then(Value::as_str).unwrap_or("?"));
         let raw = |v: Option<&Value>| v.unwrap_or(&null).to_string();
         let _ = writeln!(
             out,

@@ -234,7 +234,7 @@ fn viz_and_inspect_survive_hostile_strings() {
     let d = d.path();
     let payload = json!({
         "operation": "é\"<x>\\", "labels": {"principal": "ü"}, "trust_score": "x",
-        "parent_ids": ["é", "ééééééééééééé", "ab"], "taints": [1, "t"],
+        "parent_ids": ["é", "ééééééééééééé", "ab"], "taints": [1, "t\n"],
     });
     let jws = format!("e30.{}.AA", b64url_encode(payload.to_string().as_bytes()));
     let doc = serde_json::to_string(&vec![jws, "x".into(), "a.b".into(), "..".into()]).unwrap();
@@ -243,6 +243,9 @@ fn viz_and_inspect_survive_hostile_strings() {
         let out = kest_in(d, &["viz", "--format", format, "h.json"]);
         assert_eq!(code(&out), 0, "{format}: {}", String::from_utf8_lossy(&out.stderr));
     }
+    // One line per entry (plus the heading): a newline in a taint forges none.
+    let tree = stdout(&kest_in(d, &["viz", "h.json"]));
+    assert_eq!(tree.lines().count(), 5, "{tree}");
     for format in ["text", "json"] {
         let out = kest_in(d, &["inspect", "--format", format, "h.json"]);
         assert_eq!(code(&out), 0, "{format}: {}", String::from_utf8_lossy(&out.stderr));

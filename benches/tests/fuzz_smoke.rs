@@ -12,6 +12,11 @@
 #[path = "../../fuzz/src/targets.rs"]
 mod targets;
 
+// The CLI's renderers, mounted where `targets::render` expects them.
+#[allow(dead_code)]
+#[path = "../../crates/kest-cli/src/render.rs"]
+mod render;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -609,4 +614,41 @@ fn baggage_parse_smoke() {
         accepted += usize::from(targets::baggage_parse(&input));
     }
     expect_depth("baggage_parse", accepted, total, 10);
+}
+
+/// `render` over the passport seeds, structural and byte mutations of them,
+/// and hand-written hostile documents (multi-byte and short parent ids,
+/// self-parents, markup in names, undecodable segments).
+#[test]
+fn render_smoke() {
+    let mut seeds = load_seeds("passport_verify");
+    let hostile_payload = json!({
+        "operation": "é\"<x>\\", "labels": {"principal": "ü"}, "trust_score": "x",
+        "parent_ids": ["é", "ééééééééééééé", "ab", "0"], "taints": [1, "t"],
+    });
+    let hostile = format!("e30.{}.AA", b64url_encode(hostile_payload.to_string().as_bytes()));
+    let self_parent = {
+        let payload = json!({"operation": "line\nbreak\u{1b}[2J", "parent_ids": ["x"]});
+        format!("e30.{}.", b64url_encode(payload.to_string().as_bytes()))
+    };
+    seeds.push(
+        serde_json::to_vec(&vec![hostile, self_parent, "x".into(), "a.b".into(), "..".into()]).unwrap(),
+    );
+    for seed in &seeds {
+        assert!(targets::render(seed), "seed is not a passport document");
+    }
+    let signers = targets::signers();
+    let mut rng = Rng(0x7265_6e64_6572_2121);
+    let (mut accepted, total) = (0, iterations() / 2);
+    for _ in 0..total {
+        let seed = rng.pick(&seeds).clone();
+        let other = rng.pick(&seeds).clone();
+        let input = if rng.chance(50) {
+            mutate_passport(&mut rng, &seed, &signers)
+        } else {
+            mutate_bytes(&mut rng, &seed, &other)
+        };
+        accepted += usize::from(targets::render(&input));
+    }
+    expect_depth("render", accepted, total, 5);
 }

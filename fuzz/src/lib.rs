@@ -3,3 +3,8 @@
 //! libFuzzer (nightly) and as a deterministic smoke test on stable.
 
 pub mod targets;
+
+/// The `kest viz` / `kest inspect` renderers, compiled from the CLI's own
+/// source file (it depends only on `std`, `kest_core` and `serde_json`).
+#[path = "../../crates/kest-cli/src/render.rs"]
+pub mod render;

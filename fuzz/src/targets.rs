@@ -3,7 +3,8 @@
 //! Included by the `kest-fuzz` crate (`fuzz/src/lib.rs`, driven by
 //! libFuzzer) and by `benches/tests/fuzz_smoke.rs` (a seeded, deterministic
 //! run on stable), so it may depend only on `std`, `kest_core` and
-//! `serde_json`. Each function panics when an invariant is broken and
+//! `serde_json` (and the CLI's renderers, `crates/kest-cli/src/render.rs`,
+//! which the includer mounts as `crate::render`). Each function panics when an invariant is broken and
 //! otherwise returns whether kest-core accepted the input (so a harness can
 //! tell how deep its inputs get).
 
@@ -214,5 +215,24 @@ pub fn baggage_parse(data: &[u8]) -> bool {
         let parsed: Result<Vec<String>, _> = serde_json::from_str(&json);
         assert!(parsed.is_ok(), "unpacked passport is not a JSON array of strings");
     }
+    true
+}
+
+/// `render`: the `kest viz` and `kest inspect` renderers (tree, Mermaid,
+/// dot, HTML, inspect text and JSON) over arbitrary UTF-8 taken as an
+/// unverified passport.
+///
+/// Invariants: nothing panics (no byte slicing of hostile strings, no
+/// unbounded recursion); a passport document yields six outputs, all but
+/// the tree non-empty, the tree having one line per entry.
+pub fn render(data: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(data) else { return false };
+    let Some(outputs) = crate::render::render_all(text) else { return false };
+    assert_eq!(outputs.len(), 6, "every renderer ran");
+    // The tree of an empty passport is empty; every other format has a frame.
+    assert!(outputs.iter().skip(1).all(|o| !o.is_empty()), "a renderer printed nothing");
+    let entries = UnverifiedPassport::from_json(text, &Limits::default()).map_or(0, |p| p.len());
+    let lines = outputs.first().map_or(0, |tree| tree.lines().count());
+    assert_eq!(lines, entries, "the tree has one line per entry");
     true
 }

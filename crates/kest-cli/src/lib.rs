@@ -5,6 +5,7 @@
 //! passport, 2 usage or I/O error.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -13,6 +14,7 @@ use clap::{Parser, Subcommand};
 
 pub mod commands;
 mod input;
+pub mod render;
 
 /// Process exit status of a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

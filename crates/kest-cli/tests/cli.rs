@@ -138,7 +138,7 @@ fn inspect_decodes_without_verifying() {
 fn keygen_never_overwrites_and_pem_needs_a_principal() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let out = kest_in(d, &["keygen", "--principal", "spiffe://t/p", "--out", "k.pem"]);
+    let out = kest_in(d, &["keygen", "--principal", "spiffe://t/p", "--format", "pem", "--out", "k.pem"]);
     assert_eq!(code(&out), 0);
     let jwk: Value = serde_json::from_str(&stdout(&out)).unwrap();
     assert_eq!(jwk["kid"], "spiffe://t/p");
@@ -168,6 +168,27 @@ fn keygen_never_overwrites_and_pem_needs_a_principal() {
     assert_eq!(code(&jwks), 0);
     std::fs::write(d.join("jwks.json"), &jwks.stdout).unwrap();
     assert_eq!(code(&kest_in(d, &["verify", "--keys", "jwks.json", "p.json"])), 0);
+}
+
+/// SPEC §10: a key file written by `keygen` works in every other command
+/// without `--principal`, whatever its extension.
+#[test]
+fn keygen_file_is_usable_everywhere_whatever_its_extension() {
+    for name in ["k.pem", "k.key", "k", "k.jwk", "k.json"] {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let out = kest_in(d, &["keygen", "--principal", "spiffe://t/x", "--out", name]);
+        assert_eq!(code(&out), 0, "{name}: {}", stderr(&out));
+        let jwks = kest_in(d, &["jwks", name]);
+        assert_eq!(code(&jwks), 0, "{name}: {}", stderr(&jwks));
+        let doc: Value = serde_json::from_slice(&jwks.stdout).unwrap();
+        assert_eq!(doc["keys"][0]["kid"], "spiffe://t/x", "{name}");
+        std::fs::write(d.join("jwks.json"), &jwks.stdout).unwrap();
+        let out = kest_in(d, &["append", "--key", name, "--passport", "p.json", "--operation", "x"]);
+        assert_eq!(code(&out), 0, "{name}: {}", stderr(&out));
+        assert_eq!(code(&kest_in(d, &["verify", "--keys", "jwks.json", "p.json"])), 0, "{name}");
+        assert_eq!(code(&kest_in(d, &["verify", "--keys", name, "p.json"])), 0, "{name}");
+    }
 }
 
 #[test]

@@ -17,11 +17,12 @@ pub fn b64url_decode(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
 
 /// Lowercase hexadecimal of `bytes`.
 pub fn hex_lower(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
     for byte in bytes {
-        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
-        out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+        for nibble in [byte >> 4, byte & 0x0f] {
+            // A nibble is below 16, so the digit always exists.
+            out.extend(char::from_digit(u32::from(nibble), 16));
+        }
     }
     out
 }
@@ -34,9 +35,8 @@ pub fn parse_hex32_lower(text: &str) -> Option<[u8; 32]> {
     }
     let mut out = [0u8; 32];
     for (slot, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-        let hi = hex_digit(pair[0])?;
-        let lo = hex_digit(pair[1])?;
-        *slot = (hi << 4) | lo;
+        let [hi, lo] = *pair else { return None };
+        *slot = (hex_digit(hi)? << 4) | hex_digit(lo)?;
     }
     Some(out)
 }

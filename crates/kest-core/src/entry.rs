@@ -202,7 +202,7 @@ impl KestEntry {
 
     /// Whether this entry is a root (`parent_ids == ["0"]`).
     pub fn is_root(&self) -> bool {
-        self.parent_ids.len() == 1 && self.parent_ids[0] == ROOT_PARENT
+        matches!(self.parent_ids.as_slice(), [only] if only == ROOT_PARENT)
     }
 
     /// Whether plain `serde_json` output of this entry is its RFC 8785 form:

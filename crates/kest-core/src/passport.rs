@@ -144,7 +144,7 @@ pub fn sign_entry(entry: KestEntry, signer: &dyn Signer) -> Result<SignedEntry, 
 }
 
 fn parse_parent_ids(ids: &[String]) -> Result<Vec<EntryHash>, String> {
-    if ids.len() == 1 && ids[0] == ROOT_PARENT {
+    if matches!(ids, [only] if only == ROOT_PARENT) {
         return Ok(Vec::new());
     }
     if ids.is_empty() {

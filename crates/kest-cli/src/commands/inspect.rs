@@ -4,9 +4,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 use kest_core::baggage::{Baggage, PackOptions, PassportSource, unpack};
-use kest_core::encoding::b64url_decode;
-use kest_core::{EntryHash, Limits, UnverifiedPassport};
-use serde_json::{Value, json};
+use kest_core::{Limits, UnverifiedPassport};
+use serde_json::Value;
 
 use super::Format;
 use crate::input::read_input;
@@ -41,57 +40,16 @@ pub(crate) fn passport_from_baggage(header: &str) -> Result<String, CliError> {
     }
 }
 
-fn decode_segment(segment: Option<&str>) -> Value {
-    let Some(segment) = segment else { return Value::Null };
-    match b64url_decode(segment) {
-        Ok(bytes) => match kest_core::json::parse_strict(&bytes, 64) {
-            Ok(v) => v,
-            Err(e) => json!({ "undecodable": e.to_string() }),
-        },
-        Err(_) => json!({ "undecodable": "not unpadded base64url" }),
-    }
-}
-
 /// Runs `kest inspect`.
 pub fn run(args: &InspectArgs) -> Result<Exit, CliError> {
     let limits = Limits::default();
     let text = read_input(&args.input, limits.max_passport_bytes)?;
     let text = if args.baggage { passport_from_baggage(&text)? } else { text };
     let passport = UnverifiedPassport::from_json(&text, &limits).map_err(CliError::from_display)?;
-    let decoded: Vec<Value> = passport
-        .entries()
-        .iter()
-        .enumerate()
-        .map(|(index, jws)| {
-            let mut parts = jws.split('.');
-            json!({
-                "index": index,
-                "hash": EntryHash::of(jws).to_string(),
-                "header": decode_segment(parts.next()),
-                "payload": decode_segment(parts.next()),
-            })
-        })
-        .collect();
+    let decoded = crate::render::inspect_entries(&passport);
     match args.format {
         Format::Json => println!("{}", Value::Array(decoded)),
-        Format::Text => {
-            println!("{} entries (NOT verified: use `kest verify`)", decoded.len());
-            for entry in &decoded {
-                let p = &entry["payload"];
-                println!(
-                    "[{}] {} {}\n    operation={} principal={} trust={} classification={}\n    parents={} taints={}",
-                    entry["index"],
-                    entry["hash"].as_str().unwrap_or_default(),
-                    p["entry_id"].as_str().unwrap_or("?"),
-                    p["operation"].as_str().unwrap_or("?"),
-                    p["labels"]["principal"].as_str().unwrap_or("?"),
-                    p["trust_score"],
-                    p["classification"].as_str().unwrap_or("?"),
-                    p["parent_ids"],
-                    p["taints"],
-                );
-            }
-        }
+        Format::Text => print!("{}", crate::render::inspect_text(&decoded)),
     }
     Ok(Exit::Ok)
 }

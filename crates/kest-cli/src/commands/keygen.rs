@@ -11,7 +11,7 @@ use crate::{CliError, Exit};
 /// On-disk format of the private key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum KeyFormat {
-    /// PKCS#8 PEM (needs --principal when used).
+    /// PKCS#8 PEM; it carries no principal, so the commands using it need --principal.
     Pem,
     /// Private JWK carrying the principal as `kid`.
     Jwk,
@@ -28,7 +28,8 @@ pub struct KeygenArgs {
     /// Where to write the private key (must not exist).
     #[arg(long, value_name = "KEYFILE")]
     pub out: PathBuf,
-    /// Private key format; default: jwk when the file name ends in .jwk or .json, else pem.
+    /// Private key format; default: jwk (whatever the file name), which records the principal so
+    /// every other command can use the file without --principal.
     #[arg(long, value_enum)]
     pub format: Option<KeyFormat>,
 }
@@ -41,10 +42,9 @@ pub fn run(args: &KeygenArgs) -> Result<Exit, CliError> {
     let format = match args.format {
         Some(KeyFormat::Pem) => PrivateKeyFormat::Pem,
         Some(KeyFormat::Jwk) => PrivateKeyFormat::Jwk,
-        None => match args.out.extension().and_then(|e| e.to_str()) {
-            Some("jwk" | "json") => PrivateKeyFormat::Jwk,
-            _ => PrivateKeyFormat::Pem,
-        },
+        // The loaders read the content, not the extension: a JWK in
+        // `key.pem` works everywhere and carries its principal.
+        None => PrivateKeyFormat::Jwk,
     };
     let signer = Ed25519Signer::generate(&args.principal).map_err(CliError::from_display)?;
     write_private_key(&args.out, &args.principal, signer.signing_key(), format)

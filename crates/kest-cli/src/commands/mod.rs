@@ -84,7 +84,8 @@ pub(crate) fn entry_line(index: usize, entry: &Entry) -> String {
     let parents = if entry.is_root() {
         "root".to_owned()
     } else {
-        let short: Vec<String> = entry.parents().iter().map(|h| h.to_string()[..12].to_owned()).collect();
+        let short: Vec<String> =
+            entry.parents().iter().map(|h| crate::render::short(&h.to_string(), 12).to_owned()).collect();
         format!("parents {}", short.join(","))
     };
     format!(
@@ -93,7 +94,7 @@ pub(crate) fn entry_line(index: usize, entry: &Entry) -> String {
         entry.principal(),
         p.trust_score,
         p.taints.join(","),
-        &entry.hash().to_string()[..12],
+        crate::render::short(&entry.hash().to_string(), 12),
         parents
     )
 }

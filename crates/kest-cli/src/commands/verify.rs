@@ -1,10 +1,16 @@
 //! `kest verify`: strict verification with exact exit codes.
 
 use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
-use kest_core::{Limits, Verifier, VerifyError};
-use serde_json::json;
+use kest_core::baggage::{
+    Baggage, KEST_AGENT, KEST_CHAIN_TIP, KEST_TASK, KEST_USER, PackOptions, PassportSource, parse_chain_tip,
+    unpack,
+};
+use kest_core::ingress::{Bound, IdentityClaims, IngressRules, bind};
+use kest_core::{EntryHash, ErrorKind, Limits, Passport, Verifier};
+use serde_json::{Value, json};
 
 use super::{Format, entry_line, load_keys, parse_origins, passport_report};
 use crate::input::read_input;
@@ -24,61 +30,214 @@ pub struct VerifyArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
-    /// Treat the input as a raw W3C `baggage` header value carrying the passport.
+    /// Treat the input as a raw W3C `baggage` header value carrying the passport; the ingress
+    /// binding rules apply (kest.chain_tip must name exactly the tips).
     #[arg(long)]
     pub baggage: bool,
     /// Extra deployment origin for the semantic checks, NAME=SCORE; repeatable.
     #[arg(long = "origin", value_name = "NAME=SCORE")]
     pub origins: Vec<String>,
+    /// A principal allowed to raise trust (sanitize); repeatable. With at least one, any trust
+    /// escalation signed by another principal is rejected. Implies --semantic.
+    #[arg(long = "sanitizer", value_name = "PRINCIPAL")]
+    pub sanitizers: Vec<String>,
+    /// Reject a root whose kest.source_type is neither a default origin nor an --origin.
+    /// Implies --semantic.
+    #[arg(long)]
+    pub strict_origins: bool,
+    /// With --baggage: accept a kest.chain_tip naming a non-empty subset of the tips (never an
+    /// ancestor).
+    #[arg(long, requires = "baggage")]
+    pub allow_tip_subset: bool,
+    /// With --baggage: reject a passport whose newest tip is older than this many seconds (or
+    /// dated more than 60 s in the future). Off by default offline.
+    #[arg(long, value_name = "SECONDS", requires = "baggage")]
+    pub max_age: Option<u64>,
     /// Passport file (a JSON array of JWS strings), or `-` for stdin.
     #[arg(value_name = "PASSPORT")]
     pub input: PathBuf,
 }
 
+/// What arrived in a `baggage` header besides the passport.
+struct Ingress {
+    chain_tip: Option<Result<Vec<EntryHash>, String>>,
+    claims: IdentityClaims,
+}
+
+/// A refusal: kind, entry index when it is about one, message.
+struct Invalid {
+    kind: ErrorKind,
+    index: Option<usize>,
+    message: String,
+}
+
 /// Runs `kest verify`.
 pub fn run(args: &VerifyArgs) -> Result<Exit, CliError> {
-    let keys = load_keys(&args.keys)?;
-    let origins = parse_origins(&args.origins)?;
-    let limits = Limits::default();
-    let text = read_input(&args.input, limits.max_passport_bytes)?;
-    let passport_json =
-        if args.baggage { crate::commands::inspect::passport_from_baggage(&text)? } else { text };
-    let verifier = Verifier::new(keys).semantic(args.semantic).origins(origins).limits(limits);
-    match verifier.verify_json(&passport_json) {
-        Ok(passport) => {
-            match args.format {
-                Format::Json => println!("{}", passport_report(&passport)),
-                Format::Text => {
-                    println!(
-                        "valid: {} entries, {} root(s), {} tip(s){}",
-                        passport.len(),
-                        passport.roots().count(),
-                        passport.tips().len(),
-                        if args.semantic { ", semantics checked" } else { "" }
-                    );
-                    for (i, entry) in passport.entries().iter().enumerate() {
-                        println!("{}", entry_line(i, entry));
-                    }
-                }
-            }
+    match verify(args) {
+        Ok(Ok((passport, ingress))) => {
+            report_valid(args, &passport, ingress.as_ref());
             Ok(Exit::Ok)
         }
-        Err(err) => {
-            report_invalid(&err, args.format);
+        Ok(Err(invalid)) => {
+            report_invalid(&invalid, args.format);
             Ok(Exit::Invalid)
+        }
+        Err(e) => {
+            // Usage and I/O errors go to stderr (exit 2); JSON callers still
+            // get an object with `valid`.
+            if args.format == Format::Json {
+                println!("{}", json!({ "valid": false, "kind": "usage", "index": null, "message": e.0 }));
+            }
+            Err(e)
         }
     }
 }
 
-fn report_invalid(err: &VerifyError, format: Format) {
+/// The verified passport and, with `--baggage`, the binding and the claims
+/// as sent; or the refusal.
+type Verdict = Result<(Passport, Option<(Bound, IdentityClaims)>), Invalid>;
+
+fn verify(args: &VerifyArgs) -> Result<Verdict, CliError> {
+    let keys = load_keys(&args.keys)?;
+    let origins = parse_origins(&args.origins)?;
+    let limits = Limits::default();
+    let text = read_input(&args.input, limits.max_passport_bytes)?;
+    let (passport_json, ingress) = if args.baggage {
+        let (json, ingress) = from_baggage(&text)?;
+        (json, Some(ingress))
+    } else {
+        (text, None)
+    };
+    let semantic = args.semantic || !args.sanitizers.is_empty() || args.strict_origins;
+    let mut verifier = Verifier::new(keys)
+        .semantic(semantic)
+        .origins(origins)
+        .limits(limits)
+        .strict_origins(args.strict_origins);
+    if !args.sanitizers.is_empty() {
+        verifier = verifier.sanitizers(args.sanitizers.iter().cloned());
+    }
+    let passport = match verifier.verify_json(&passport_json) {
+        Ok(p) => p,
+        Err(e) => return Ok(Err(Invalid { kind: e.kind(), index: e.index(), message: e.to_string() })),
+    };
+    let Some(ingress) = ingress else { return Ok(Ok((passport, None))) };
+    let chain_tip = match ingress.chain_tip {
+        None => None,
+        Some(Ok(tips)) => Some(tips),
+        Some(Err(message)) => {
+            return Ok(Err(Invalid { kind: ErrorKind::TipMismatch, index: None, message }));
+        }
+    };
+    let rules = IngressRules {
+        allow_tip_subset: args.allow_tip_subset,
+        max_age: args.max_age.map(Duration::from_secs),
+        peer: None,
+    };
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0);
+    match bind(&passport, chain_tip.as_deref(), &ingress.claims, &rules, now_ms) {
+        Ok(bound) => Ok(Ok((passport, Some((bound, ingress.claims))))),
+        Err(e) => Ok(Err(Invalid { kind: e.kind(), index: None, message: e.to_string() })),
+    }
+}
+
+/// The passport JSON, chain tip and identity claims of a raw `baggage`
+/// header value.
+fn from_baggage(header: &str) -> Result<(String, Ingress), CliError> {
+    let baggage = Baggage::parse(header.trim_end_matches(['\r', '\n']))
+        .map_err(|e| CliError(format!("baggage: {e}")))?;
+    let json = match unpack(&baggage, &PackOptions::default())
+        .map_err(|e| CliError(format!("baggage: {e}")))?
+    {
+        PassportSource::Json(json) => json,
+        PassportSource::ClaimCheck(id) => {
+            return Err(CliError(format!(
+                "baggage carries claim check {id}: the passport is in the sender's cache under kest.claim.{id}; \
+                 fetch it and verify the file"
+            )));
+        }
+        PassportSource::None => return Err(CliError("baggage carries no kest passport".into())),
+    };
+    let chain_tip = baggage.get(KEST_CHAIN_TIP).map(|v| parse_chain_tip(v).map_err(|e| e.to_string()));
+    let claim = |key: &str| baggage.get(key).map(str::to_owned);
+    let claims = IdentityClaims { user: claim(KEST_USER), agent: claim(KEST_AGENT), task: claim(KEST_TASK) };
+    Ok((json, Ingress { chain_tip, claims }))
+}
+
+/// The claims of `claims` that `bound` dropped, by name.
+fn unverified_claims<'a>(claims: &'a IdentityClaims, bound: &Bound) -> Vec<(&'static str, &'a str)> {
+    let value = |name: &str| match name {
+        "user" => claims.user.as_deref(),
+        "agent" => claims.agent.as_deref(),
+        _ => claims.task.as_deref(),
+    };
+    bound.dropped.iter().filter_map(|&name| value(name).map(|v| (name, v))).collect()
+}
+
+fn report_valid(args: &VerifyArgs, passport: &Passport, ingress: Option<&(Bound, IdentityClaims)>) {
+    let semantic = args.semantic || !args.sanitizers.is_empty() || args.strict_origins;
+    let bound = ingress.map(|(b, _)| b);
+    let sent = ingress.map(|(_, claims)| claims);
+    match args.format {
+        Format::Json => {
+            let mut report = passport_report(passport);
+            if let (Some(bound), Some(sent), Some(obj)) = (bound, sent, report.as_object_mut()) {
+                let verified = json!({
+                    "user": bound.identity.user, "agent": bound.identity.agent, "task": bound.identity.task,
+                });
+                let unverified: serde_json::Map<String, Value> = unverified_claims(sent, bound)
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), Value::String(v.to_owned())))
+                    .collect();
+                obj.insert("identity".into(), json!({ "verified": verified, "unverified": unverified }));
+            }
+            println!("{report}");
+        }
+        Format::Text => {
+            println!(
+                "valid: {} entries, {} root(s), {} tip(s){}{}",
+                passport.len(),
+                passport.roots().count(),
+                passport.tips().len(),
+                if semantic { ", semantics checked" } else { "" },
+                if bound.is_some() { ", chain tip bound" } else { "" },
+            );
+            for (i, entry) in passport.entries().iter().enumerate() {
+                println!("{}", entry_line(i, entry));
+            }
+            if let (Some(bound), Some(sent)) = (bound, sent) {
+                let id = &bound.identity;
+                for (name, value) in [("user", &id.user), ("agent", &id.agent), ("task", &id.task)] {
+                    if let Some(v) = value {
+                        println!("identity: {name}={v} (signed into every tip)");
+                    }
+                }
+                for (name, value) in unverified_claims(sent, bound) {
+                    println!(
+                        "identity: {name}={value} UNVERIFIED (not the signed kest.identity of the tips)"
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn report_invalid(invalid: &Invalid, format: Format) {
+    let Invalid { kind, index, message } = invalid;
     match format {
         Format::Json => println!(
             "{}",
             json!({
                 "valid": false,
-                "error": { "kind": err.kind().as_str(), "index": err.index(), "message": err.to_string() },
+                "kind": kind.as_str(),
+                "index": index,
+                "message": message,
+                "error": { "kind": kind.as_str(), "index": index, "message": message },
             })
         ),
-        Format::Text => println!("invalid: {err} [{}]", err.kind()),
+        Format::Text => println!("invalid: {message} [{kind}]"),
     }
 }

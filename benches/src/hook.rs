@@ -119,7 +119,7 @@ pub fn base_passport() -> Passport {
 
 /// The flow's identity baggage.
 pub fn flow_identity() -> FlowIdentity {
-    FlowIdentity { user: Some("alice".into()), agent: Some("research".into()), task: None, jwt: None }
+    FlowIdentity { user: Some("alice".into()), agent: Some("research".into()), ..FlowIdentity::default() }
 }
 
 /// A fresh flow continuing `base`.

@@ -128,7 +128,10 @@ impl Lineage {
     /// ```
     pub fn entry_point(origin: impl Into<String>) -> Lineage {
         Lineage {
-            state: Arc::new(Mutex::new(FlowState { ingress_origin: Some(origin.into()), ..FlowState::default() })),
+            state: Arc::new(Mutex::new(FlowState {
+                ingress_origin: Some(origin.into()),
+                ..FlowState::default()
+            })),
         }
     }
 

@@ -186,9 +186,9 @@ impl PropagationError {
     /// The stable kind written as `error` in HTTP bodies.
     pub fn kind(&self) -> &'static str {
         match self {
-            PropagationError::Baggage(BaggageError::TooLarge { .. } | BaggageError::TooManyMembers { .. }) => {
-                "baggage_too_large"
-            }
+            PropagationError::Baggage(
+                BaggageError::TooLarge { .. } | BaggageError::TooManyMembers { .. },
+            ) => "baggage_too_large",
             PropagationError::Baggage(_) => "malformed_baggage",
             PropagationError::BadChainTip { .. } => "bad_chain_tip",
             PropagationError::TipNotInPassport { .. } => "tip_not_in_passport",

@@ -530,7 +530,10 @@ mod tests {
     fn unknown_toml_keys_and_bad_values_are_errors() {
         assert!(Kest::builder().with_toml_str("[policies]\nenterprize = []").is_err());
         let bad_tier = "[[deviations]]\nscope = \"x\"\npolicy = \"p\"\ntier = \"galactic\"";
-        assert!(Kest::builder().with_toml_str(bad_tier).is_err(), "a tier is typed: unknown names are refused");
+        assert!(
+            Kest::builder().with_toml_str(bad_tier).is_err(),
+            "a tier is typed: unknown names are refused"
+        );
         let protected = "[trust]\norigins = { internet = 100 }";
         assert!(Kest::builder().with_toml_str(protected).unwrap().build().is_err(), "defaults are protected");
         let unknown_default = "[trust]\ndefault_root_origin = \"nowhere\"";

@@ -89,21 +89,34 @@ fn active_deviations_and_policy_names_are_in_the_cache_key() {
         approver: Some("ciso".into()),
     };
     let kest = Arc::new(
-        Kest::builder().identity(identity()).engine(Arc::new(DenyWhenDeviated)).deviation(deviation).build().unwrap(),
+        Kest::builder()
+            .identity(identity())
+            .engine(Arc::new(DenyWhenDeviated))
+            .deviation(deviation)
+            .build()
+            .unwrap(),
     );
     let ran = AtomicUsize::new(0);
     // Same operation name, same context, no deviation: allowed and cached.
-    let plain = Verified::builder("send").scope_name("other::send").policies(["p", "skip_me"]).build().unwrap();
+    let plain =
+        Verified::builder("send").scope_name("other::send").policies(["p", "skip_me"]).build().unwrap();
     run_counted(&plain, CallContext::new().runtime(&kest), &ran).unwrap();
     // With a deviation active the plan differs: the cached allow must not apply.
-    let deviated = Verified::builder("send").scope_name("billing::send").policies(["p", "skip_me"]).build().unwrap();
+    let deviated =
+        Verified::builder("send").scope_name("billing::send").policies(["p", "skip_me"]).build().unwrap();
     let r = run_counted(&deviated, CallContext::new().runtime(&kest), &ran);
     assert!(matches!(r, Err(HookError::Kest(KestError::Denied { .. }))), "{r:?}");
     assert_eq!(ran.load(Ordering::SeqCst), 1);
 }
 
 fn deviation(scope: &str, policy: &str, tier: Tier) -> DeviationRule {
-    DeviationRule { scope: scope.into(), policy: policy.into(), tier, reason: Some("r".into()), approver: None }
+    DeviationRule {
+        scope: scope.into(),
+        policy: policy.into(),
+        tier,
+        reason: Some("r".into()),
+        approver: None,
+    }
 }
 
 #[test]
@@ -232,7 +245,11 @@ fn an_identity_that_cannot_sign_now_fails_before_the_operation_runs() {
         Kest::builder().identity(id.clone()).engine(Arc::new(MockPolicyEngine::allow_all())).build().unwrap(),
     );
     let ran = AtomicUsize::new(0);
-    let r = run_counted(&Verified::builder("op").policy("p").build().unwrap(), CallContext::new().runtime(&kest), &ran);
+    let r = run_counted(
+        &Verified::builder("op").policy("p").build().unwrap(),
+        CallContext::new().runtime(&kest),
+        &ran,
+    );
     assert!(matches!(r, Err(HookError::Kest(KestError::NotReady { .. }))), "{r:?}");
     assert_eq!(ran.load(Ordering::SeqCst), 0);
 }
@@ -264,7 +281,9 @@ fn output_that_cannot_be_hashed_is_recorded_as_failed_and_withheld() {
     let kest = runtime_with(Arc::new(MockPolicyEngine::allow_all()));
     let hook = Verified::builder("op").policy("p").hash_output(true).build().unwrap();
     let flow = Lineage::new();
-    let r = flow.enter(|| hook.call_hashed(CallContext::new().runtime(&kest), || Ok::<_, std::io::Error>(Unserializable)));
+    let r = flow.enter(|| {
+        hook.call_hashed(CallContext::new().runtime(&kest), || Ok::<_, std::io::Error>(Unserializable))
+    });
     assert!(matches!(r, Err(HookError::Kest(KestError::Hash { .. }))));
     let p = verify(&flow);
     assert_eq!(p.len(), 1, "it ran, so it is recorded");
@@ -298,7 +317,8 @@ async fn a_call_cancelled_before_authorization_finished_records_nothing() {
     let kest = runtime_with(Arc::new(MockPolicyEngine::allow_all()));
     let hook = Verified::builder("job").policy("p").build().unwrap();
     let flow = Lineage::new();
-    let call = flow.scope(hook.call_async(CallContext::new().runtime(&kest), async { Ok::<_, std::io::Error>(()) }));
+    let call =
+        flow.scope(hook.call_async(CallContext::new().runtime(&kest), async { Ok::<_, std::io::Error>(()) }));
     drop(call); // never polled: nothing ran
     assert!(flow.passport().is_empty());
 }

@@ -69,7 +69,13 @@ fn a_per_call_runtime_or_engine_cannot_replace_tiers_or_deviations() {
             .build()
             .unwrap(),
     );
-    configure(Kest::builder().identity(Arc::new(StaticIdentity::from_seed("spiffe://test/g2", [6u8; 32]))).engine(Arc::new(MockPolicyEngine::allow_all())).build().unwrap());
+    configure(
+        Kest::builder()
+            .identity(Arc::new(StaticIdentity::from_seed("spiffe://test/g2", [6u8; 32])))
+            .engine(Arc::new(MockPolicyEngine::allow_all()))
+            .build()
+            .unwrap(),
+    );
     let r = run(CallContext::new().runtime(&stricter));
     let Err(HookError::Kest(e)) = &r else { panic!("{r:?}") };
     assert_eq!(e.policy(), Some(("extra", Tier::Platform)));

@@ -19,8 +19,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use kest::cache::{CacheError, CacheProvider, MemoryCache};
 use kest::http::{
-    AuthenticatedPeer, HttpConfigError, IdentityLayer, IdentityLayerBuilder, KestLayer, KestPropagationMiddleware,
-    LineageLayer, RefreshPolicy, TraceParent, respond_with_passport,
+    AuthenticatedPeer, HttpConfigError, IdentityLayer, IdentityLayerBuilder, KestLayer,
+    KestPropagationMiddleware, LineageLayer, RefreshPolicy, TraceParent, respond_with_passport,
 };
 use kest::identity::StaticIdentity;
 use kest::policy::{BoxFuture, MockPolicyEngine};
@@ -695,7 +695,8 @@ async fn identity_layer_from_a_jwks_file() {
 async fn identity_layer_requires_a_jwks_unless_insecure() {
     let err = IdentityLayer::builder().audience(AUDIENCE).env(|_| None).build().await.unwrap_err();
     assert_eq!(err, HttpConfigError::NoJwks);
-    let err = IdentityLayer::builder().audience(AUDIENCE).env(|_| Some("false".into())).build().await.unwrap_err();
+    let err =
+        IdentityLayer::builder().audience(AUDIENCE).env(|_| Some("false".into())).build().await.unwrap_err();
     assert_eq!(err, HttpConfigError::NoJwks);
     assert!(
         IdentityLayer::builder().audience(AUDIENCE).jwks_json(r#"{"keys":[]}"#).build().await.is_err(),
@@ -807,8 +808,9 @@ async fn attack_spoofed_baggage_identity_with_and_without_the_identity_layer() {
     // Identity layer *outside* the lineage layer (the order that used to
     // let the header win): the token's alice stands.
     let ran = Arc::new(AtomicBool::new(false));
-    let app = echo_app(ran.clone())
-        .layer(ServiceBuilder::new().layer(issuer.layer().await).layer(lineage_layer(Propagator::new()).await));
+    let app = echo_app(ran.clone()).layer(
+        ServiceBuilder::new().layer(issuer.layer().await).layer(lineage_layer(Propagator::new()).await),
+    );
     let url = serve(app).await;
     let (status, body, _) = get_with(&url, &[bearer(&token), ("baggage", spoofed.clone())]).await;
     assert_eq!(status, 200, "{body}");
@@ -832,7 +834,11 @@ async fn attack_spoofed_baggage_identity_with_and_without_the_identity_layer() {
 async fn an_entry_point_scores_a_new_flow_with_its_ingress_origin() {
     let issuer = Issuer::start(&[(KeyKind::Ed25519, "ed-1")]).await;
     let kest = Arc::new(
-        Kest::builder().identity(service_a_identity()).engine(Arc::new(MockPolicyEngine::allow_all())).build().unwrap(),
+        Kest::builder()
+            .identity(service_a_identity())
+            .engine(Arc::new(MockPolicyEngine::allow_all()))
+            .build()
+            .unwrap(),
     );
     // The handler claims `internal` data: at an entry point the root is
     // scored with the ingress origin instead.
@@ -871,7 +877,9 @@ async fn a_removed_key_stops_verifying_within_the_refresh_interval() {
     std::fs::write(&path, kest_keys().to_jwks().to_string()).unwrap();
     let layer = LineageLayer::builder()
         .jwks_file(&path)
-        .refresh(RefreshPolicy::default().refresh_interval(Duration::ZERO).min_refetch_interval(Duration::ZERO))
+        .refresh(
+            RefreshPolicy::default().refresh_interval(Duration::ZERO).min_refetch_interval(Duration::ZERO),
+        )
         .build()
         .await
         .unwrap();

@@ -13,11 +13,11 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use kest::cache::{CacheProvider, MemoryCache};
 use kest::lineage::{FlowIdentity, Lineage};
 use kest::propagation::{Extracted, PropagationError, Propagator};
-use kest_core::ingress::IngressRules;
 use kest_core::baggage::{
     Baggage, BaggageError, BaggageLimits, KEST_CHAIN_TIP, KEST_CLAIM_CHECK, KEST_JWT, KEST_PASSPORT,
     KEST_PASSPORT_Z, KEST_USER, PackOptions, Packed, claim_key, pack, parse_claim_check,
 };
+use kest_core::ingress::IngressRules;
 use kest_core::{
     Classification, Ed25519Signer, EntryDraft, EntryHash, KeySet, Parents, Passport, PolicyContext, Signer,
     TrustRules, Verifier,
@@ -481,8 +481,11 @@ async fn attack_rewind_to_an_ancestor_is_refused() {
     assert_eq!(kind(&err), "tip_mismatch");
     assert_eq!(err.http_status(), 403);
     // Not even in the compatibility mode: an ancestor is never a tip.
-    let lenient = Propagator::builder().ingress(IngressRules { allow_tip_subset: true, ..IngressRules::default() }).build();
-    let err = lenient.extract(&with_tip(&lenient, &passport, &root.to_string()), &verifier()).await.unwrap_err();
+    let lenient = Propagator::builder()
+        .ingress(IngressRules { allow_tip_subset: true, ..IngressRules::default() })
+        .build();
+    let err =
+        lenient.extract(&with_tip(&lenient, &passport, &root.to_string()), &verifier()).await.unwrap_err();
     assert_eq!(kind(&err), "tip_mismatch");
 }
 
@@ -501,7 +504,9 @@ async fn attack_dropping_a_tainted_tip_is_refused() {
     assert_eq!(tips, expected);
     // The compatibility option accepts a subset of the tips (the reference
     // writes only the last entry), never an ancestor (above).
-    let lenient = Propagator::builder().ingress(IngressRules { allow_tip_subset: true, ..IngressRules::default() }).build();
+    let lenient = Propagator::builder()
+        .ingress(IngressRules { allow_tip_subset: true, ..IngressRules::default() })
+        .build();
     // ... and the next entry still continues from *every* tip.
     let got = lenient.extract(&with_tip(&lenient, &passport, &clean.to_string()), &verifier()).await.unwrap();
     assert_eq!(got.tips, passport.tips());
@@ -512,7 +517,10 @@ async fn chain_tip_syntax_strangers_and_the_new_root_sentinel() {
     let (passport, _, clean, tainted) = forked();
     let p = Propagator::new();
     let stranger = EntryHash::of("x.y.z");
-    let err = p.extract(&with_tip(&p, &passport, &format!("{clean},{tainted},{stranger}")), &verifier()).await.unwrap_err();
+    let err = p
+        .extract(&with_tip(&p, &passport, &format!("{clean},{tainted},{stranger}")), &verifier())
+        .await
+        .unwrap_err();
     assert_eq!(kind(&err), "tip_mismatch");
     let err = p.extract(&with_tip(&p, &passport, "not-a-hash"), &verifier()).await.unwrap_err();
     assert!(matches!(err, PropagationError::BadChainTip { .. }), "{err:?}");

@@ -160,14 +160,17 @@ impl Runtimes {
     }
 }
 
+/// A policy and the engine that decides it.
+type PolicyWithEngine = (String, Arc<dyn PolicyEngine>);
+
 /// An ordered list of (policy, engine) for one tier, without repeats.
 fn tier_entries(
     runtimes: &Runtimes,
     tier: Tier,
     function: &[String],
     function_engine: &Option<Arc<dyn PolicyEngine>>,
-) -> Result<Vec<(String, Arc<dyn PolicyEngine>)>, KestError> {
-    let mut out: Vec<(String, Arc<dyn PolicyEngine>)> = Vec::new();
+) -> Result<Vec<PolicyWithEngine>, KestError> {
+    let mut out: Vec<PolicyWithEngine> = Vec::new();
     let mut add = |names: &[String], engine: &Option<Arc<dyn PolicyEngine>>| -> Result<(), KestError> {
         for name in names {
             if out.iter().any(|(n, _)| n == name) {
@@ -196,12 +199,14 @@ fn root_origin(declared: Option<&str>, ingress: Option<&str>, rules: &TrustRules
     match (declared, ingress) {
         (declared, None) => declared.map(str::to_owned),
         (None, Some(ingress)) => Some(ingress.to_owned()),
-        (Some(declared), Some(ingress)) => match (rules.origins.score(declared), rules.origins.score(ingress)) {
-            (Some(d), Some(i)) if d <= i => Some(declared.to_owned()),
-            // An unknown declared origin stays, so preparing the entry fails.
-            (None, _) => Some(declared.to_owned()),
-            _ => Some(ingress.to_owned()),
-        },
+        (Some(declared), Some(ingress)) => {
+            match (rules.origins.score(declared), rules.origins.score(ingress)) {
+                (Some(d), Some(i)) if d <= i => Some(declared.to_owned()),
+                // An unknown declared origin stays, so preparing the entry fails.
+                (None, _) => Some(declared.to_owned()),
+                _ => Some(ingress.to_owned()),
+            }
+        }
     }
 }
 

@@ -184,7 +184,7 @@ impl std::fmt::Debug for VerifiedToken {
 }
 
 enum Keys {
-    Jwks(TokenKeyStore),
+    Jwks(Box<TokenKeyStore>),
     /// `KEST_INSECURE_NO_VERIFY=true`: signatures are not checked.
     Insecure,
 }
@@ -347,7 +347,9 @@ impl TokenVerifier {
                         .ok_or_else(|| TokenError::InvalidClaims("`act` has no `sub`".into()))?;
                     actors.push(sub.to_owned());
                     if actors.len() > MAX_ACT_DEPTH {
-                        return Err(TokenError::InvalidClaims(format!("`act` nested deeper than {MAX_ACT_DEPTH}")));
+                        return Err(TokenError::InvalidClaims(format!(
+                            "`act` nested deeper than {MAX_ACT_DEPTH}"
+                        )));
                     }
                     next = obj.get("act");
                 }
@@ -537,12 +539,14 @@ impl IdentityLayerBuilder {
             return Err(HttpConfigError::NoAudience);
         }
         if self.any_audience {
-            tracing::warn!("kest identity layer: `aud` is not checked (allow_any_audience); development only");
+            tracing::warn!(
+                "kest identity layer: `aud` is not checked (allow_any_audience); development only"
+            );
         }
         let keys = match self.source {
             Some(source) => {
                 let client = super::jwks::client_or_default(self.client)?;
-                Keys::Jwks(TokenKeyStore::load(source, client, self.refresh).await?)
+                Keys::Jwks(Box::new(TokenKeyStore::load(source, client, self.refresh).await?))
             }
             None => {
                 let insecure =
@@ -716,7 +720,9 @@ mod tests {
         let mut v = verifier(&[], &[]);
         let id = v
             .identity(
-                &claims(json!({"sub": "u1", "preferred_username": "alice", "azp": "web", "scope": "read write"})),
+                &claims(
+                    json!({"sub": "u1", "preferred_username": "alice", "azp": "web", "scope": "read write"}),
+                ),
                 "t",
             )
             .unwrap();
@@ -724,14 +730,16 @@ mod tests {
         assert_eq!(id.agent.as_deref(), Some("web"));
         assert_eq!(id.task.as_deref(), Some("read write"));
         assert_eq!(id.jwt.as_deref(), Some("t"));
-        let id = v.identity(&claims(json!({"sub": "u1", "client_id": "cli", "scope": ["a", "b"]})), "t").unwrap();
+        let id =
+            v.identity(&claims(json!({"sub": "u1", "client_id": "cli", "scope": ["a", "b"]})), "t").unwrap();
         assert_eq!(
             (id.user.as_deref(), id.agent.as_deref(), id.task.as_deref()),
             (Some("u1"), Some("cli"), Some("a b"))
         );
         v.user_claim = Some("email".into());
-        let id =
-            v.identity(&claims(json!({"sub": "u1", "email": "a@x", "preferred_username": "alice"})), "t").unwrap();
+        let id = v
+            .identity(&claims(json!({"sub": "u1", "email": "a@x", "preferred_username": "alice"})), "t")
+            .unwrap();
         assert_eq!(id.user.as_deref(), Some("a@x"));
         let id = v.identity(&claims(json!({"sub": "u1", "preferred_username": "alice"})), "t").unwrap();
         assert_eq!(id.user.as_deref(), Some("u1"));
@@ -747,13 +755,23 @@ mod tests {
         assert_eq!(id.delegation, ["svc-a"]);
         v.reference_act_mapping = true;
         let id = v.identity(&claims(token), "t").unwrap();
-        assert_eq!((id.user.as_deref(), id.agent.as_deref()), (Some("agent-7"), Some("bob")), "reference order");
-        assert!(matches!(v.identity(&claims(json!({"sub": "b", "act": "x"})), "t"), Err(TokenError::InvalidClaims(_))));
+        assert_eq!(
+            (id.user.as_deref(), id.agent.as_deref()),
+            (Some("agent-7"), Some("bob")),
+            "reference order"
+        );
+        assert!(matches!(
+            v.identity(&claims(json!({"sub": "b", "act": "x"})), "t"),
+            Err(TokenError::InvalidClaims(_))
+        ));
         let mut deep = json!({"sub": "last"});
         for i in 0..20 {
             deep = json!({"sub": format!("a{i}"), "act": deep});
         }
-        assert!(matches!(v.identity(&claims(json!({"sub": "b", "act": deep})), "t"), Err(TokenError::InvalidClaims(_))));
+        assert!(matches!(
+            v.identity(&claims(json!({"sub": "b", "act": deep})), "t"),
+            Err(TokenError::InvalidClaims(_))
+        ));
     }
 
     #[test]
@@ -800,8 +818,12 @@ mod tests {
     async fn build_requires_jwks_unless_insecure() {
         let err = IdentityLayer::builder().allow_any_audience().env(|_| None).build().await.unwrap_err();
         assert_eq!(err, HttpConfigError::NoJwks);
-        let err =
-            IdentityLayer::builder().allow_any_audience().env(|_| Some("1".into())).build().await.unwrap_err();
+        let err = IdentityLayer::builder()
+            .allow_any_audience()
+            .env(|_| Some("1".into()))
+            .build()
+            .await
+            .unwrap_err();
         assert_eq!(err, HttpConfigError::NoJwks);
         let layer = IdentityLayer::builder()
             .allow_any_audience()

@@ -35,9 +35,9 @@ use std::sync::Arc;
 
 use tower::Layer;
 
+use super::HttpConfigError;
 use super::identity_layer::IdentityLayerBuilder;
 use super::lineage_layer::{LineageLayer, LineageLayerBuilder, LineageService, Role};
-use super::HttpConfigError;
 use crate::propagation::Propagator;
 use kest_core::Verifier;
 

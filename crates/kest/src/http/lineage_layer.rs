@@ -385,7 +385,9 @@ impl LineageLayerBuilder {
             tracing::warn!("kest lineage layer: roots with unknown origins are accepted (explicit opt-out)");
         }
         if self.allow_tip_subset {
-            tracing::warn!("kest lineage layer: kest.chain_tip may name a subset of the tips (compatibility)");
+            tracing::warn!(
+                "kest lineage layer: kest.chain_tip may name a subset of the tips (compatibility)"
+            );
         }
         if self.max_age.is_none() {
             tracing::warn!("kest lineage layer: passports are accepted at any age (explicit opt-out)");
@@ -408,7 +410,15 @@ impl LineageLayerBuilder {
         let propagator = self.propagator.unwrap_or_default().with_ingress(rules);
         let finish = finish(propagator.clone());
         Ok(LineageLayer {
-            config: Arc::new(Config { propagator, verifier, jwks, role: self.role, tokens, require_token, finish }),
+            config: Arc::new(Config {
+                propagator,
+                verifier,
+                jwks,
+                role: self.role,
+                tokens,
+                require_token,
+                finish,
+            }),
         })
     }
 }
@@ -531,7 +541,11 @@ impl Config {
         }
     }
 
-    async fn check(&self, incoming: Incoming, otel: Option<opentelemetry::Context>) -> Result<Gate, Rejection> {
+    async fn check(
+        &self,
+        incoming: Incoming,
+        otel: Option<opentelemetry::Context>,
+    ) -> Result<Gate, Rejection> {
         let Incoming { baggage, token, verified, peer } = incoming;
         let baggage = baggage?;
         // Identity verified at this hop: an outer layer's, or our token's.

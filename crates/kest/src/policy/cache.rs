@@ -72,7 +72,11 @@ impl DecisionKey {
     /// A key for a full policy input (digest of its JSON without
     /// `environment.entry_id`).
     /// `None` when the context cannot be canonicalized (then do not cache).
-    pub fn for_input(engine: &Arc<dyn PolicyEngine>, policy: &str, input: &PolicyInput) -> Option<DecisionKey> {
+    pub fn for_input(
+        engine: &Arc<dyn PolicyEngine>,
+        policy: &str,
+        input: &PolicyInput,
+    ) -> Option<DecisionKey> {
         let mut ctx = input.json().clone();
         if let Some(env) = ctx.get_mut("environment").and_then(|e| e.as_object_mut()) {
             env.remove("entry_id");

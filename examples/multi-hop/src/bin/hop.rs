@@ -220,7 +220,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(url) = &args.issuer_jwks {
         lineage = lineage.entry_point("user_input");
         layer = layer.identity(
-            IdentityLayer::builder().jwks_url(url)?.issuer(args.issuer.clone()).audience(args.audience.clone()),
+            IdentityLayer::builder()
+                .jwks_url(url)?
+                .issuer(args.issuer.clone())
+                .audience(args.audience.clone()),
         );
     }
     let layer = layer.lineage(lineage).build().await?;

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::routing::get;
-use kest::http::{LineageLayer, kest_error_response};
+use kest::http::{AuthenticatedPeer, LineageLayer, kest_error_response};
 use kest::identity::StaticIdentity;
 use kest::policy::{Decision, MockPolicyEngine};
 use kest::{CallContext, HookError, Kest, Verified};
@@ -44,7 +44,12 @@ async fn policy_denial_is_403_with_the_policy_name() {
                 }
             }),
         )
-        .layer(LineageLayer::builder().key_set(keys).build().await.unwrap());
+        // An entry point; the caller was authenticated by the transport.
+        .layer(LineageLayer::builder().key_set(keys).entry_point("user_input").build().await.unwrap())
+        .layer(axum::middleware::map_request(|mut r: axum::extract::Request| async move {
+            r.extensions_mut().insert(AuthenticatedPeer("spiffe://test/client".to_owned()));
+            r
+        }));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });

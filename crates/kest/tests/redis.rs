@@ -244,7 +244,9 @@ async fn claim_check_round_trip_between_two_services() {
     let got = downstream.extract(&Baggage::parse(&header).unwrap(), &verifier()).await.unwrap();
     assert_eq!(got.passport.to_json(), sent.to_json());
     assert_eq!(got.tips, sent.tips());
-    assert_eq!(got.identity.user.as_deref(), Some("alice"));
+    // `alice` was never signed into the passport: a claim, dropped.
+    assert_eq!(got.identity.user, None);
+    assert_eq!(got.dropped_claims, ["user"]);
 
     // Deleted (or expired) → an error, never an empty passport.
     downstream_cache.delete(&claim_key(&id)).await.unwrap();

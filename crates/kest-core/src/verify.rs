@@ -22,7 +22,7 @@ use crate::trust::{
     accumulate_taints,
 };
 
-/// Verifies passports against a key set.
+/// Verifies passports against a key set or a [`KeyResolver`].
 ///
 /// Every entry is decoded once, its structure, algorithm, `kid`, signer
 /// and links are checked in order, and the signatures of all entries before

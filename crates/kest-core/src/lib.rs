@@ -39,32 +39,43 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
+// Sub-APIs with many related items keep their own namespace.
 pub mod baggage;
-pub mod cache;
 pub mod encoding;
-pub mod entry;
-pub mod error;
-pub mod hash;
 pub mod ingress;
 pub mod json;
 pub mod jws;
-pub mod keyset;
-pub mod passport;
-pub mod resolve;
-pub mod signer;
-pub mod trust;
-pub mod verify;
 
-pub use cache::VerifiedEntryCache;
-pub use entry::{Classification, Deviation, KestEntry, PolicyContext, Runtime};
+// Everything else is private behind the re-exports below, so the public
+// surface is exactly what is listed here.
+mod cache;
+mod entry;
+mod error;
+mod hash;
+mod keyset;
+mod passport;
+mod resolve;
+mod signer;
+mod trust;
+mod verify;
+
+pub use cache::{DEFAULT_CACHE_CAPACITY, VerifiedEntryCache};
+pub use entry::{
+    Classification, Deviation, KestEntry, LABEL_IDENTITY, LABEL_PRINCIPAL, LABEL_RESOURCE_ATTR,
+    LABEL_SOURCE_TYPE, LABEL_TRACE_ID, LABEL_TRUST_EVALUATOR, LABEL_TRUST_OVERRIDE, PolicyContext,
+    ROOT_PARENT, RUNTIME_NAME, RUNTIME_VERSION, Runtime, SCHEMA_VERSION,
+};
 pub use error::{EntryError, ErrorKind, FieldError, PassportError, Segment, VerifyError};
-pub use hash::EntryHash;
-pub use keyset::{KeySet, KeySetError, PublicKey};
+pub use hash::{EntryHash, ParseHashError};
+pub use keyset::{KeySet, KeySetError, PublicKey, parse_jwk};
 pub use passport::{
     AppendError, DraftError, Entry, EntryDraft, Limits, Parents, Passport, RecordError, SignedEntry,
     UnverifiedPassport, prepare_entry, sign_entry,
 };
 pub use resolve::{KeyResolver, ResolveError};
 pub use signer::{Ed25519Signer, SignError, Signer};
-pub use trust::{OriginError, OriginMap, TrustEvaluator, TrustRules, WeakestLink, WeightedTrust};
+pub use trust::{
+    DEFAULT_ORIGINS, MISSING_ROOT_ORIGIN_SCORE, MISSING_SELF_SCORE, OriginError, OriginMap, TrustEvaluator,
+    TrustRules, WEAKEST_LINK, WeakestLink, WeightedTrust, accumulate_taints,
+};
 pub use verify::Verifier;

@@ -13,7 +13,7 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use kest_core::resolve::{KeyResolver, ResolveError};
+//! use kest_core::{KeyResolver, ResolveError};
 //! use kest_core::{Ed25519Signer, EntryDraft, ErrorKind, KeySet, Passport, PublicKey, Signer, TrustRules, Verifier};
 //!
 //! let signer = Ed25519Signer::from_seed("spiffe://demo/a", [3u8; 32]);

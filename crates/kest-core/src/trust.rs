@@ -179,7 +179,7 @@ impl Default for TrustRules {
 /// `sorted((∪ parents' taints ∪ added) − removed)` without duplicates.
 ///
 /// ```
-/// let t = kest_core::trust::accumulate_taints(
+/// let t = kest_core::accumulate_taints(
 ///     [["pii".to_string()].as_slice()],
 ///     &["internet".to_string()],
 ///     &["pii".to_string()],

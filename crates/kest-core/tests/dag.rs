@@ -7,11 +7,11 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::*;
-use kest_core::entry::{LABEL_SOURCE_TYPE, LABEL_TRUST_EVALUATOR, LABEL_TRUST_OVERRIDE};
 use kest_core::{
     Classification, DraftError, EntryDraft, EntryHash, OriginError, OriginMap, Parents, Passport,
     RecordError, TrustEvaluator, TrustRules, WeakestLink, WeightedTrust,
 };
+use kest_core::{LABEL_SOURCE_TYPE, LABEL_TRUST_EVALUATOR, LABEL_TRUST_OVERRIDE};
 use std::sync::Arc;
 
 fn draft(op: &str, origin: Option<&str>) -> EntryDraft {
@@ -338,7 +338,7 @@ fn weakest_link_floor() {
 #[test]
 fn origin_map_rules() {
     let mut m = OriginMap::default();
-    for (name, _) in kest_core::trust::DEFAULT_ORIGINS {
+    for (name, _) in kest_core::DEFAULT_ORIGINS {
         assert_eq!(m.register(name, 50), Err(OriginError::Protected(name.into())));
     }
     assert!(matches!(m.register("x", 101), Err(OriginError::OutOfRange { .. })));

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey, spki::der::pem::LineEnding};
 use kest_core::encoding::{b64url_decode, b64url_encode};
-use kest_core::keyset::parse_jwk;
+use kest_core::parse_jwk;
 use kest_core::{Ed25519Signer, KeySet, KeySetError, PublicKey};
 use serde_json::Value;
 use zeroize::{Zeroize, Zeroizing};

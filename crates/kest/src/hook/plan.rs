@@ -12,8 +12,8 @@
 
 use std::sync::{Arc, OnceLock};
 
-use kest_core::entry::{LABEL_IDENTITY, LABEL_RESOURCE_ATTR, LABEL_SOURCE_TYPE, LABEL_TRACE_ID};
 use kest_core::{Deviation, Entry, EntryDraft, EntryHash, KestEntry, Parents, TrustRules, prepare_entry};
+use kest_core::{LABEL_IDENTITY, LABEL_RESOURCE_ATTR, LABEL_SOURCE_TYPE, LABEL_TRACE_ID};
 use serde::Serialize;
 use serde_json::{Map, Value};
 

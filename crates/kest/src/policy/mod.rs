@@ -105,7 +105,16 @@ pub enum PolicyError {
         /// The engine's message.
         message: String,
     },
-    /// A remote engine was unreachable, timed out or answered badly.
+    /// A remote engine was unreachable, timed out or answered badly: the
+    /// typed failure (the details are in the logs, never in the error).
+    #[error("policy engine `{engine}` unavailable: {failure}")]
+    Remote {
+        /// The engine.
+        engine: String,
+        /// What went wrong.
+        failure: RemoteFailure,
+    },
+    /// An engine could not be reached or used for another reason.
     #[error("policy engine `{engine}` unavailable: {message}")]
     Unavailable {
         /// The engine.
@@ -116,6 +125,60 @@ pub enum PolicyError {
     /// The engine is misconfigured.
     #[error("policy engine configuration: {0}")]
     Config(String),
+}
+
+/// What went wrong talking to a remote engine ([`PolicyError::Remote`]).
+/// Short and fixed, so it can be shown; the details are in the logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
+pub enum RemoteFailure {
+    /// No complete answer within the timeout.
+    #[error("timed out")]
+    Timeout,
+    /// The connection could not be made (refused, unresolvable, TLS).
+    #[error("cannot connect")]
+    Connect,
+    /// The request failed after connecting (connection reset, bad HTTP).
+    #[error("request failed")]
+    Request,
+    /// An HTTP status other than 200.
+    #[error("HTTP {0}")]
+    Status(u16),
+    /// The answer is larger than the engine's limit.
+    #[error("answer too large")]
+    TooLarge,
+    /// The answer is not JSON.
+    #[error("answer is not JSON")]
+    NotJson,
+    /// The answer is JSON but not in the engine's answer format.
+    #[error("unexpected answer")]
+    UnexpectedAnswer,
+    /// The synchronous path's HTTP thread could not be started or stopped.
+    #[error("synchronous path unavailable")]
+    Worker,
+}
+
+impl RemoteFailure {
+    /// The failure a remote engine reported in `error`, if it is one.
+    ///
+    /// ```
+    /// use kest::policy::{PolicyError, RemoteFailure};
+    /// let error = RemoteFailure::Status(503).into_error("opa");
+    /// assert_eq!(error.to_string(), "policy engine `opa` unavailable: HTTP 503");
+    /// assert_eq!(RemoteFailure::of(&error), Some(RemoteFailure::Status(503)));
+    /// assert_eq!(RemoteFailure::of(&PolicyError::UnknownPolicy("p".into())), None);
+    /// ```
+    pub fn of(error: &PolicyError) -> Option<RemoteFailure> {
+        match error {
+            PolicyError::Remote { failure, .. } => Some(*failure),
+            _ => None,
+        }
+    }
+
+    /// The [`PolicyError::Remote`] of engine `engine` for this failure.
+    pub fn into_error(self, engine: &str) -> PolicyError {
+        PolicyError::Remote { engine: engine.to_owned(), failure: self }
+    }
 }
 
 /// A policy engine: evaluates one named policy against a context.

@@ -27,9 +27,9 @@
 //! first synchronous call and ends when the engine is dropped.
 //!
 //! **Errors.** Construction fails with a typed [`RemoteConfigError`].
-//! Evaluation fails with [`PolicyError::Unavailable`] whose message is the
-//! text of one [`RemoteFailure`] (`timed out`, `HTTP 500`, …), recovered
-//! with [`RemoteFailure::of`]. These messages never carry the engine's
+//! Evaluation fails with [`PolicyError::Remote`] carrying one typed
+//! [`RemoteFailure`] (`timed out`, `HTTP 500`, …; see also
+//! [`RemoteFailure::of`]). These errors never carry the engine's
 //! answer, its error texts or the reqwest error chain, as they may reach an
 //! HTTP response or an audit record; the details are logged instead, as
 //! `WARN` events with the engine name, the policy and the URL.
@@ -107,75 +107,7 @@ impl From<RemoteConfigError> for PolicyError {
     }
 }
 
-/// What went wrong talking to a remote engine: the whole message of the
-/// [`PolicyError::Unavailable`] a remote engine returns (the engine name is
-/// the error's other field). Short and fixed, so it can be shown; the
-/// details are in the logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
-#[non_exhaustive]
-pub enum RemoteFailure {
-    /// No complete answer within the timeout.
-    #[error("timed out")]
-    Timeout,
-    /// The connection could not be made (refused, unresolvable, TLS).
-    #[error("cannot connect")]
-    Connect,
-    /// The request failed after connecting (connection reset, bad HTTP).
-    #[error("request failed")]
-    Request,
-    /// An HTTP status other than 200.
-    #[error("HTTP {0}")]
-    Status(u16),
-    /// The answer is larger than [`MAX_RESPONSE_BYTES`].
-    #[error("answer too large")]
-    TooLarge,
-    /// The answer is not JSON.
-    #[error("answer is not JSON")]
-    NotJson,
-    /// The answer is JSON but not in the engine's answer format.
-    #[error("unexpected answer")]
-    UnexpectedAnswer,
-    /// The synchronous path's HTTP thread could not be started or stopped.
-    #[error("synchronous path unavailable")]
-    Worker,
-}
-
-impl RemoteFailure {
-    /// Every failure but [`RemoteFailure::Status`].
-    const FIXED: [RemoteFailure; 7] = [
-        RemoteFailure::Timeout,
-        RemoteFailure::Connect,
-        RemoteFailure::Request,
-        RemoteFailure::TooLarge,
-        RemoteFailure::NotJson,
-        RemoteFailure::UnexpectedAnswer,
-        RemoteFailure::Worker,
-    ];
-
-    /// The failure a remote engine reported in `error`, or `None` when
-    /// `error` is not a [`PolicyError::Unavailable`] from a remote engine.
-    ///
-    /// ```
-    /// use kest::policy::PolicyError;
-    /// use kest::policy::transport::RemoteFailure;
-    /// let error = RemoteFailure::Status(503).into_error("opa");
-    /// assert_eq!(error.to_string(), "policy engine `opa` unavailable: HTTP 503");
-    /// assert_eq!(RemoteFailure::of(&error), Some(RemoteFailure::Status(503)));
-    /// assert_eq!(RemoteFailure::of(&PolicyError::UnknownPolicy("p".into())), None);
-    /// ```
-    pub fn of(error: &PolicyError) -> Option<RemoteFailure> {
-        let PolicyError::Unavailable { message, .. } = error else { return None };
-        if let Some(status) = message.strip_prefix("HTTP ").and_then(|status| status.parse().ok()) {
-            return Some(RemoteFailure::Status(status));
-        }
-        RemoteFailure::FIXED.into_iter().find(|failure| failure.to_string() == *message)
-    }
-
-    /// The [`PolicyError::Unavailable`] of engine `engine` for this failure.
-    pub fn into_error(self, engine: &str) -> PolicyError {
-        PolicyError::Unavailable { engine: engine.to_owned(), message: self.to_string() }
-    }
-}
+pub use super::RemoteFailure;
 
 /// A checked base URL.
 #[derive(Debug, Clone)]
@@ -336,7 +268,7 @@ impl Transport {
         self.config.timeout
     }
 
-    /// The [`PolicyError::Unavailable`] for `kind`.
+    /// The [`PolicyError::Remote`] for `kind`.
     pub(crate) fn unavailable(&self, kind: RemoteFailure) -> PolicyError {
         kind.into_error(&self.engine)
     }
@@ -412,7 +344,7 @@ impl Transport {
     }
 
     /// The answer as a JSON object: HTTP 200 with a JSON object body, else
-    /// [`PolicyError::Unavailable`] ([`RemoteFailure::Status`],
+    /// [`PolicyError::Remote`] ([`RemoteFailure::Status`],
     /// [`NotJson`](RemoteFailure::NotJson) or
     /// [`UnexpectedAnswer`](RemoteFailure::UnexpectedAnswer)).
     pub(crate) fn json_object(&self, policy: &str, reply: &Reply) -> Result<Map<String, Value>, PolicyError> {
@@ -650,9 +582,17 @@ pub(crate) mod tests {
 
     #[test]
     fn failures_round_trip_through_policy_errors() {
-        for kind in
-            RemoteFailure::FIXED.into_iter().chain([RemoteFailure::Status(500), RemoteFailure::Status(401)])
-        {
+        for kind in [
+            RemoteFailure::Timeout,
+            RemoteFailure::Connect,
+            RemoteFailure::Request,
+            RemoteFailure::TooLarge,
+            RemoteFailure::NotJson,
+            RemoteFailure::UnexpectedAnswer,
+            RemoteFailure::Worker,
+            RemoteFailure::Status(500),
+            RemoteFailure::Status(401),
+        ] {
             assert_eq!(RemoteFailure::of(&kind.into_error("opa")), Some(kind), "{kind}");
         }
         let other = PolicyError::Unavailable { engine: "x".into(), message: "HTTP five hundred".into() };

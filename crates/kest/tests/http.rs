@@ -913,3 +913,122 @@ async fn tips_must_be_signed_by_the_authenticated_peer_over_http() {
     let result = get_with(&url, &[("baggage", baggage_for(&client_passport()).await)]).await;
     assert_rejected(&result, 403, "tip_not_signed_by_peer", &ran);
 }
+
+#[tokio::test]
+async fn gating_layers_check_semantics_origins_and_sanitizers_by_default() {
+    let ran = Arc::new(AtomicBool::new(false));
+    // The default builder: semantic checks and unknown-origin refusal on.
+    let layer = LineageLayer::builder().key_set(kest_keys()).build().await.unwrap();
+    let url = serve(echo_app(ran.clone()).layer(layer)).await;
+
+    // A root claiming an origin this service does not know.
+    let mut rules = TrustRules::default();
+    rules.origins.register("partner_feed", 95).unwrap();
+    let mut draft = EntryDraft::new("ingest");
+    draft.source_type = Some("partner_feed".into());
+    let mut custom = Passport::new();
+    custom.record(&draft, &client_signer(), &rules).unwrap();
+    assert_rejected(
+        &get_with(&url, &[("baggage", baggage_for(&custom).await)]).await,
+        403,
+        "unknown_origin",
+        &ran,
+    );
+
+    // A child claiming more trust than its parent, signed as such.
+    let mut raised = client_passport();
+    let parent = raised.entries()[0].clone();
+    let mut child = EntryDraft::new("raise");
+    child.parents = kest_core::Parents::Explicit(vec![parent.hash()]);
+    let mut entry = kest_core::prepare_entry(&[&parent], &child, CLIENT, &TrustRules::default()).unwrap();
+    entry.trust_score = 100;
+    raised.append(kest_core::sign_entry(entry, &client_signer()).unwrap()).unwrap();
+    assert_rejected(
+        &get_with(&url, &[("baggage", baggage_for(&raised).await)]).await,
+        403,
+        "trust_mismatch",
+        &ran,
+    );
+
+    // An override escalation by a principal outside the sanitizer set.
+    let layer = LineageLayer::builder().key_set(kest_keys()).sanitizers([SERVICE_A]).build().await.unwrap();
+    let url = serve(echo_app(ran.clone()).layer(layer)).await;
+    let mut escalated = Passport::new();
+    let mut web = EntryDraft::new("fetch");
+    web.source_type = Some("internet".into());
+    escalated.record(&web, &client_signer(), &TrustRules::default()).unwrap();
+    let mut clean = EntryDraft::new("launder");
+    clean.trust_override = Some(100);
+    escalated.record(&clean, &client_signer(), &TrustRules::default()).unwrap();
+    assert_rejected(
+        &get_with(&url, &[("baggage", baggage_for(&escalated).await)]).await,
+        403,
+        "trust_escalation",
+        &ran,
+    );
+}
+
+#[tokio::test]
+async fn a_removed_token_key_stops_verifying_within_the_refresh_interval() {
+    let issuer = Issuer::start(&[(KeyKind::Ed25519, "ed-1"), (KeyKind::Ed25519, "ed-2")]).await;
+    let layer = issuer
+        .builder()
+        .refresh(
+            RefreshPolicy::default().refresh_interval(Duration::ZERO).min_refetch_interval(Duration::ZERO),
+        )
+        .build()
+        .await
+        .unwrap();
+    let ran = Arc::new(AtomicBool::new(false));
+    let url = serve(echo_app(ran.clone()).layer(layer)).await;
+    let token = issuer.mint("ed-2", claims(json!({})));
+    assert_eq!(get_with(&url, &[bearer(&token)]).await.0, 200);
+    issuer.keys.lock().unwrap().retain(|k| k.kid != "ed-2");
+    ran.store(false, Ordering::SeqCst);
+    assert_rejected(&get_with(&url, &[bearer(&token)]).await, 401, "unknown_key", &ran);
+}
+
+#[test]
+fn error_bodies_never_carry_engine_internals() {
+    let failed = kest::KestError::PolicyFailed {
+        policy: "guard".into(),
+        tier: kest::policy::Tier::Function,
+        operation: "send".into(),
+        source: kest::policy::PolicyError::Evaluation {
+            policy: "guard".into(),
+            message: "rego: undefined ref data.secrets.db_password at line 7".into(),
+        },
+    };
+    let response = kest::http::kest_error_response(&failed);
+    assert_eq!(response.status(), 403);
+    let body: Value = serde_json::from_str(response.body()).unwrap();
+    assert_eq!(body["error"], "policy_failed");
+    assert_eq!(body["policy"], "guard");
+    assert!(!response.body().contains("db_password"), "{}", response.body());
+}
+
+#[tokio::test]
+async fn the_flow_goes_only_to_allowed_destinations() {
+    let ran = Arc::new(AtomicBool::new(false));
+    let url = serve(echo_app(ran)).await; // a plain server: shows what arrived
+    let send = |middleware: KestPropagationMiddleware| {
+        let url = url.clone();
+        async move {
+            let client =
+                reqwest_middleware::ClientBuilder::new(reqwest::Client::new()).with(middleware).build();
+            let flow = Lineage::from_passport(client_passport()).with_user("alice");
+            let body: Value = flow.scope(client.get(&url).send()).await.unwrap().json().await.unwrap();
+            body
+        }
+    };
+    let elsewhere = KestPropagationMiddleware::new(Propagator::new())
+        .allow_destinations(["https://orders.internal/"])
+        .unwrap();
+    let body = send(elsewhere).await;
+    assert_eq!(body["baggage"], Value::Null, "no passport or identity to an unlisted host");
+    assert!(body["traceparent"].is_string());
+    let listed =
+        KestPropagationMiddleware::new(Propagator::new()).allow_destinations([url.as_str()]).unwrap();
+    let body = send(listed).await;
+    assert!(body["baggage"].as_str().unwrap().contains("kest.passport="), "{body}");
+}

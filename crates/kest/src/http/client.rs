@@ -17,6 +17,11 @@
 //! cache down) fails the request before it is sent: an oversized header or
 //! an empty passport is never sent instead.
 //!
+//! By default the flow goes to every host; with
+//! [`KestPropagationMiddleware::allow_destinations`] only requests to the
+//! listed origins (scheme, host, port) carry it — a request elsewhere gets
+//! only a `traceparent`, never the passport or the identity keys.
+//!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use kest::Lineage;
@@ -46,6 +51,18 @@ use crate::propagation::{PropagationError, Propagator};
 #[derive(Debug, Clone, Default)]
 pub struct KestPropagationMiddleware {
     propagator: Propagator,
+    destinations: Option<Vec<reqwest::Url>>,
+}
+
+/// A destination URL that does not parse (see
+/// [`KestPropagationMiddleware::allow_destinations`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("destination `{url}` is not an absolute URL: {reason}")]
+pub struct DestinationError {
+    /// The URL given.
+    pub url: String,
+    /// Why it was refused.
+    pub reason: String,
 }
 
 fn not_ascii() -> PropagationError {
@@ -58,7 +75,41 @@ fn not_ascii() -> PropagationError {
 impl KestPropagationMiddleware {
     /// A middleware packing with this propagator.
     pub fn new(propagator: Propagator) -> KestPropagationMiddleware {
-        KestPropagationMiddleware { propagator }
+        KestPropagationMiddleware { propagator, destinations: None }
+    }
+
+    /// Carries the flow only to these origins (scheme, host and port of
+    /// each URL); requests elsewhere get only a `traceparent`.
+    ///
+    /// ```
+    /// use kest::http::KestPropagationMiddleware;
+    /// let m = KestPropagationMiddleware::default().allow_destinations(["https://orders.internal:8443/"]).unwrap();
+    /// assert!(m.carries_flow_to(&"https://orders.internal:8443/v1/x".parse().unwrap()));
+    /// assert!(!m.carries_flow_to(&"https://evil.example/".parse().unwrap()));
+    /// assert!(KestPropagationMiddleware::default().allow_destinations(["not a url"]).is_err());
+    /// ```
+    pub fn allow_destinations<I, S>(mut self, urls: I) -> Result<Self, DestinationError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut list = Vec::new();
+        for url in urls {
+            let text = url.as_ref();
+            let parsed = reqwest::Url::parse(text)
+                .map_err(|e| DestinationError { url: text.to_owned(), reason: e.to_string() })?;
+            list.push(parsed);
+        }
+        self.destinations = Some(list);
+        Ok(self)
+    }
+
+    /// Whether a request to `url` carries the flow.
+    pub fn carries_flow_to(&self, url: &reqwest::Url) -> bool {
+        match &self.destinations {
+            None => true,
+            Some(list) => list.iter().any(|allowed| allowed.origin() == url.origin()),
+        }
     }
 
     /// The propagator.
@@ -120,7 +171,7 @@ impl Middleware for KestPropagationMiddleware {
         extensions: &mut Extensions,
         next: Next<'_>,
     ) -> reqwest_middleware::Result<reqwest::Response> {
-        let lineage = Lineage::current();
+        let lineage = Lineage::current().filter(|_| self.carries_flow_to(request.url()));
         self.write_headers(lineage.as_ref(), request.headers_mut())
             .await
             .map_err(reqwest_middleware::Error::middleware)?;

@@ -60,7 +60,7 @@ mod refresh;
 pub mod traceparent;
 
 pub use body::ResponseBody;
-pub use client::KestPropagationMiddleware;
+pub use client::{DestinationError, KestPropagationMiddleware};
 pub use future::ResponseFuture;
 pub use identity_layer::{
     IdentityLayer, IdentityLayerBuilder, IdentityService, TokenError, TokenVerifier, VerifiedIdentity,

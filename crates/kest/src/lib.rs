@@ -6,6 +6,9 @@
 //! as [`core`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+// This crate parses untrusted input (baggage, tokens, headers): no
+// indexing that can panic.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 pub use kest_core as core;
 

@@ -163,7 +163,7 @@ impl Lineage {
             if !passport.contains(tip) {
                 return Err(kest_core::DraftError::UnknownParent(*tip));
             }
-            if tips[..i].contains(tip) {
+            if tips.iter().take(i).any(|t| t == tip) {
                 return Err(kest_core::DraftError::BadParentList);
             }
         }

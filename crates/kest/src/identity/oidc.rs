@@ -276,13 +276,13 @@ fn decode_claims(token: &str, now: SystemTime) -> Result<Claims, &'static str> {
         return Err("the file is empty");
     }
     let segments: Vec<&str> = token.split('.').collect();
-    match segments.len() {
-        3 => {}
-        5 => return Err("an encrypted JWT (JWE) is not supported; expected a signed JWT"),
+    let (header_b64, payload_b64, signature_b64) = match segments.as_slice() {
+        [h, p, s] => (*h, *p, *s),
+        [_, _, _, _, _] => return Err("an encrypted JWT (JWE) is not supported; expected a signed JWT"),
         _ => return Err("not a JWT (expected three dot-separated segments)"),
-    }
+    };
     let header = decode_object(
-        segments[0],
+        header_b64,
         (
             "the header is not unpadded base64url",
             "the header is not a JSON object (or has duplicate members)",
@@ -297,16 +297,16 @@ fn decode_claims(token: &str, now: SystemTime) -> Result<Claims, &'static str> {
         None => return Err("the header has no `alg`"),
     }
     let claims = decode_object(
-        segments[1],
+        payload_b64,
         (
             "the payload is not unpadded base64url",
             "the payload is not a JSON object (or has duplicate members)",
         ),
     )?;
-    if segments[2].is_empty() {
+    if signature_b64.is_empty() {
         return Err("the JWT has an empty signature segment");
     }
-    b64url_decode(segments[2]).map_err(|_| "the signature segment is not unpadded base64url")?;
+    b64url_decode(signature_b64).map_err(|_| "the signature segment is not unpadded base64url")?;
 
     let subject = match claims.get("sub") {
         Some(Value::String(s)) if s.is_empty() => return Err("the `sub` claim is empty"),

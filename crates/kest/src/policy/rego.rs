@@ -395,7 +395,7 @@ impl RegoEngineBuilder {
             if rule_components.iter().any(|c| !is_identifier(c)) {
                 return Err(PolicyError::Config(format!(
                     "`{rule}` is not a Rego rule name (policy `{}`)",
-                    names[0]
+                    names.first().map_or(dotted.as_str(), String::as_str)
                 )));
             }
             let mut declared = false;
@@ -404,7 +404,7 @@ impl RegoEngineBuilder {
             }
             if !declared {
                 return Err(PolicyError::Compile {
-                    policy: names[0].clone(),
+                    policy: names.first().cloned().unwrap_or_else(|| dotted.clone()),
                     message: format!("package `{dotted}` declares no rule `{rule}`"),
                 });
             }

@@ -144,6 +144,7 @@ pub fn evaluation_context(kind: EngineKind, base: &Passport) -> EvaluationContex
             task: None,
             trust_score: 40,
             taints: vec!["pii".into(), "unverified".into()],
+            attributes: serde_json::Map::new(),
         },
         object: Object { id: None, attributes: serde_json::Map::new() },
         environment: Environment {
@@ -157,6 +158,9 @@ pub fn evaluation_context(kind: EngineKind, base: &Passport) -> EvaluationContex
             entry_id: "0190b6a0-0000-7000-8000-000000000000".into(),
         },
         tips,
+        action: OPERATION.into(),
+        attributes: Default::default(),
+        ancestors: Default::default(),
     }
 }
 

@@ -262,6 +262,11 @@ impl Lineage {
         self.lock().passport.clone()
     }
 
+    /// Runs `f` on the flow's passport without copying it.
+    pub fn with_passport<R>(&self, f: impl FnOnce(&Passport) -> R) -> R {
+        f(&self.lock().passport)
+    }
+
     /// The flow's current tips.
     pub fn tips(&self) -> Vec<EntryHash> {
         self.lock().tips.clone()

@@ -28,6 +28,7 @@ fn ctx(operation: &str, trust: u8, taints: &[&str], is_root: bool) -> Evaluation
             task: None,
             trust_score: trust,
             taints: taints.iter().map(|t| (*t).to_owned()).collect(),
+            attributes: Map::new(),
         },
         object: Object { id: None, attributes: Map::new() },
         environment: Environment {
@@ -41,6 +42,9 @@ fn ctx(operation: &str, trust: u8, taints: &[&str], is_root: bool) -> Evaluation
             entry_id: "01900000-0000-7000-8000-000000000001".into(),
         },
         tips,
+        action: operation.into(),
+        attributes: Default::default(),
+        ancestors: Default::default(),
     }
 }
 
@@ -411,7 +415,11 @@ entity Workload;
 entity Resource;
 type Subject = {
   workload: String, user?: String, agent?: String, task?: String,
-  trust_score: Long, taints: Set<String>,
+  trust_score: Long, taints: Set<String>, attributes: {},
+};
+type Ancestor = {
+  operation: String, "principal": String, user?: String, "action"?: String, resource_id?: String,
+  resource_attributes: {}, classification: String, trust_score: Long, taints: Set<String>, entry_hash: String,
 };
 type Obj = { id?: String, attributes: {} };
 type Env = {
@@ -422,6 +430,7 @@ type KestContext = {
   subject: Subject, "object": Obj, environment: Env, identity: String, trust_score: Long,
   "principal": String, is_root: Bool, origin?: String, chain_tip: String,
   user: String, agent: String, task: String, taints: Set<String>,
+  "action": String, attributes: {}, lineage: { ancestors: Set<Ancestor> },
 };
 action send_email, invoke appliesTo { principal: Workload, resource: Resource, context: KestContext };
 "#;

@@ -29,6 +29,9 @@ pub struct CallContext {
     pub(super) engine: Option<Arc<dyn PolicyEngine>>,
     pub(super) identity: Option<Arc<dyn IdentityProvider>>,
     pub(super) evaluator: Option<Arc<dyn TrustEvaluator>>,
+    pub(super) subject_attributes: Map<String, Value>,
+    pub(super) attributes: Map<String, Value>,
+    pub(super) persisted: Vec<String>,
 }
 
 impl CallContext {
@@ -106,6 +109,29 @@ impl CallContext {
     /// Signs this call's entry with this identity.
     pub fn identity(mut self, identity: Arc<dyn IdentityProvider>) -> Self {
         self.identity = Some(identity);
+        self
+    }
+    /// Subject attributes for policy (`subject.attributes`: clearance,
+    /// categories, roles, limits, …), merged over earlier ones.
+    pub fn subject_attributes(mut self, attributes: Map<String, Value>) -> Self {
+        self.subject_attributes.extend(attributes);
+        self
+    }
+    /// A value from the call for policy (`attributes.<name>`, and
+    /// `input.<name>` when the name is not a contract key — the reference's
+    /// `context_map`).
+    pub fn attribute(mut self, name: impl Into<String>, value: impl Into<Value>) -> Self {
+        self.attributes.insert(name.into(), value.into());
+        self
+    }
+    /// [`CallContext::attribute`], also written into the entry's labels
+    /// (strings as they are, other values as JSON). Names that are labels
+    /// of Kest itself (`principal`, `trace_id`, `kest.*`) are refused when
+    /// the call is prepared.
+    pub fn persisted_attribute(mut self, name: impl Into<String>, value: impl Into<Value>) -> Self {
+        let name = name.into();
+        self.attributes.insert(name.clone(), value.into());
+        self.persisted.push(name);
         self
     }
     /// Uses this trust evaluator for this call.

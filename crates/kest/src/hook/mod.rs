@@ -59,6 +59,7 @@ pub const CANCELLED: &str = "cancelled";
 #[derive(Debug, Clone)]
 pub struct Verified {
     operation: String,
+    action: Option<String>,
     scope_name: Option<String>,
     policies: Vec<String>,
     source_type: Option<String>,
@@ -84,6 +85,7 @@ impl Verified {
         VerifiedBuilder {
             spec: Verified {
                 operation: operation.into(),
+                action: None,
                 scope_name: None,
                 policies: Vec::new(),
                 source_type: None,
@@ -100,6 +102,12 @@ impl Verified {
     /// The operation name (written into the entry).
     pub fn operation(&self) -> &str {
         &self.operation
+    }
+
+    /// The action policies see (`action`, label `kest.action`): the one
+    /// given to the builder, else the operation name.
+    pub fn action(&self) -> &str {
+        self.action.as_deref().unwrap_or(&self.operation)
     }
 
     /// The name deviations are scoped to: the qualified name given to the
@@ -145,6 +153,12 @@ impl VerifiedBuilder {
     /// a function elsewhere with the same bare name is not covered by them.
     pub fn scope_name(mut self, name: impl Into<String>) -> Self {
         self.spec.scope_name = Some(name.into());
+        self
+    }
+    /// The action policies see (SPEC §6.1; default the operation name),
+    /// recorded as the label `kest.action`.
+    pub fn action(mut self, action: impl Into<String>) -> Self {
+        self.spec.action = Some(action.into());
         self
     }
     /// The origin of the data this operation brings in.
@@ -193,6 +207,9 @@ impl VerifiedBuilder {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
         if s.operation.is_empty() {
             return invalid("operation name must not be empty".into());
+        }
+        if s.action.as_deref().is_some_and(str::is_empty) {
+            return invalid(format!("`{}`: the action must not be empty", s.operation));
         }
         if s.scope_name.as_deref().is_some_and(str::is_empty) {
             return invalid(format!("`{}`: the scope name must not be empty", s.operation));

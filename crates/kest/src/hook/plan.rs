@@ -12,6 +12,8 @@
 
 use std::sync::{Arc, OnceLock};
 
+use crate::policy::context::{Ancestor, LABEL_ACTION, LABEL_RESOURCE, ancestors};
+
 use kest_core::{Deviation, Entry, EntryDraft, EntryHash, KestEntry, Parents, TrustRules, prepare_entry};
 use kest_core::{LABEL_IDENTITY, LABEL_RESOURCE_ATTR, LABEL_SOURCE_TYPE, LABEL_TRACE_ID};
 use serde::Serialize;
@@ -77,6 +79,14 @@ struct ContextParts {
     operation: String,
     entry_id: String,
     tiers: Vec<TierPlan>,
+    action: String,
+    attributes: Map<String, Value>,
+    /// The flow and the parents the history is read from, once, on the
+    /// first decision not in the cache (the tips already key the cache:
+    /// the history behind them cannot differ).
+    lineage: Lineage,
+    parent_hashes: Vec<EntryHash>,
+    ancestors: OnceLock<Arc<Vec<Ancestor>>>,
 }
 
 /// What a decision depends on: the whole context except the per-call
@@ -91,6 +101,8 @@ struct DigestMaterial<'a> {
     tips: &'a [String],
     operation: &'a str,
     tiers: &'a [TierPlan],
+    action: &'a str,
+    attributes: &'a Map<String, Value>,
 }
 
 impl ContextParts {
@@ -103,7 +115,16 @@ impl ContextParts {
             tips: &self.tips,
             operation: &self.operation,
             tiers: &self.tiers,
+            action: &self.action,
+            attributes: &self.attributes,
         })
+    }
+
+    fn ancestors(&self) -> Arc<Vec<Ancestor>> {
+        Arc::clone(self.ancestors.get_or_init(|| {
+            let parents = &self.parent_hashes;
+            Arc::new(self.lineage.with_passport(|passport| ancestors(passport, parents)))
+        }))
     }
 
     fn for_tier(&self, tier: Tier) -> EvaluationContext {
@@ -127,6 +148,9 @@ impl ContextParts {
                 entry_id: self.entry_id.clone(),
             },
             tips: self.tips.clone(),
+            action: self.action.clone(),
+            attributes: self.attributes.clone(),
+            ancestors: self.ancestors(),
         }
     }
 }
@@ -308,6 +332,7 @@ impl Verified {
                 task,
                 trust_score: entry.trust_score,
                 taints: entry.taints.clone(),
+                attributes: call.subject_attributes.clone(),
             },
             object: Object {
                 id: call.resource_id.clone(),
@@ -319,6 +344,11 @@ impl Verified {
             operation: self.operation.clone(),
             entry_id: entry.entry_id.clone(),
             tiers,
+            action: self.action().to_owned(),
+            attributes: call.attributes.clone(),
+            lineage: lineage.clone(),
+            parent_hashes: snapshot.tips.clone(),
+            ancestors: OnceLock::new(),
         };
         let digest = context.digest();
         let checks = planned
@@ -374,6 +404,24 @@ impl Verified {
         }
         if let Some(attr) = &call.resource_attr {
             draft.labels.insert(LABEL_RESOURCE_ATTR.into(), Value::Object(attr.clone()).to_string());
+        }
+        draft.labels.insert(LABEL_ACTION.into(), self.action().to_owned());
+        if let Some(id) = &call.resource_id {
+            draft.labels.insert(LABEL_RESOURCE.into(), id.clone());
+        }
+        for name in &call.persisted {
+            if name == "principal" || name == LABEL_TRACE_ID || name.starts_with("kest.") {
+                return Err(KestError::Config(ConfigError::Invalid(format!(
+                    "`{}`: attribute `{name}` cannot be persisted: it is a label of Kest itself",
+                    self.operation
+                ))));
+            }
+            let value = match call.attributes.get(name) {
+                Some(Value::String(text)) => text.clone(),
+                Some(other) => other.to_string(),
+                None => continue,
+            };
+            draft.labels.insert(name.clone(), value);
         }
         draft.input_hash = call.input_hash.clone().unwrap_or_default();
         draft.metadata = call.metadata.clone().unwrap_or(Value::Null);

@@ -1,7 +1,39 @@
 //! The evaluation context handed to every policy (SPEC §6.1).
 
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use kest_core::{Entry, EntryHash, LABEL_IDENTITY, LABEL_RESOURCE_ATTR, Passport};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+/// The entry label recording the action a hooked call performed (SPEC
+/// §6.1), read back into `lineage.ancestors[].action`.
+pub const LABEL_ACTION: &str = "kest.action";
+
+/// The entry label recording the resource id a hooked call acted on, read
+/// back into `lineage.ancestors[].resource_id`.
+pub const LABEL_RESOURCE: &str = "kest.resource";
+
+/// Top-level keys of the context that call attributes never overwrite.
+const CONTRACT_KEYS: [&str; 16] = [
+    "subject",
+    "object",
+    "environment",
+    "identity",
+    "trust_score",
+    "principal",
+    "is_root",
+    "origin",
+    "chain_tip",
+    "user",
+    "agent",
+    "task",
+    "taints",
+    "action",
+    "attributes",
+    "lineage",
+];
 
 /// A policy tier, evaluated in this order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -67,6 +99,9 @@ pub struct Subject {
     pub trust_score: u8,
     /// The taints the new entry would carry (sorted).
     pub taints: Vec<String>,
+    /// Subject attributes (clearance, categories, roles, limits, …) from
+    /// resolvers or configuration.
+    pub attributes: Map<String, Value>,
 }
 
 /// `object`: the resource acted on.
@@ -100,6 +135,73 @@ pub struct Environment {
     pub entry_id: String,
 }
 
+/// One entry of the verified history, as policies see it
+/// (`lineage.ancestors[]`, SPEC §6.1).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Ancestor {
+    /// The operation.
+    pub operation: String,
+    /// Who signed it.
+    pub principal: String,
+    /// The user it acted for (signed `kest.identity`), if any.
+    pub user: Option<String>,
+    /// The action (label `kest.action`), if recorded.
+    pub action: Option<String>,
+    /// The resource id (label `kest.resource`), if recorded.
+    pub resource_id: Option<String>,
+    /// The resource attributes (label `kest.resource_attr`), `{}` if none.
+    pub resource_attributes: Map<String, Value>,
+    /// Its classification.
+    pub classification: String,
+    /// Its trust score.
+    pub trust_score: u8,
+    /// Its accumulated taints.
+    pub taints: Vec<String>,
+    /// Its hash.
+    pub entry_hash: String,
+}
+
+impl Ancestor {
+    /// The view of one entry.
+    pub fn of(entry: &Entry) -> Ancestor {
+        let payload = entry.payload();
+        let label_json = |name: &str| -> Option<Value> { serde_json::from_str(payload.label(name)?).ok() };
+        let user = label_json(LABEL_IDENTITY)
+            .and_then(|id| id.get("user").and_then(Value::as_str).map(str::to_owned));
+        let resource_attributes = match label_json(LABEL_RESOURCE_ATTR) {
+            Some(Value::Object(map)) => map,
+            _ => Map::new(),
+        };
+        Ancestor {
+            operation: payload.operation.clone(),
+            principal: entry.principal().to_owned(),
+            user,
+            action: payload.label(LABEL_ACTION).map(str::to_owned),
+            resource_id: payload.label(LABEL_RESOURCE).map(str::to_owned),
+            resource_attributes,
+            classification: payload.classification.as_str().to_owned(),
+            trust_score: payload.trust_score,
+            taints: payload.taints.clone(),
+            entry_hash: entry.hash().to_string(),
+        }
+    }
+}
+
+/// Every entry reachable from `parents` in `passport`, in passport order
+/// (the new entry's history). Linear in the passport.
+pub fn ancestors(passport: &Passport, parents: &[EntryHash]) -> Vec<Ancestor> {
+    let mut reachable: HashSet<EntryHash> = HashSet::new();
+    let mut stack: Vec<EntryHash> = parents.to_vec();
+    while let Some(hash) = stack.pop() {
+        if reachable.insert(hash)
+            && let Some(entry) = passport.get(&hash)
+        {
+            stack.extend(entry.parents().iter().copied());
+        }
+    }
+    passport.entries().iter().filter(|e| reachable.contains(&e.hash())).map(|e| Ancestor::of(e)).collect()
+}
+
 /// The whole evaluation context (SPEC §6.1): the nested contract plus the
 /// flat keys that keep policies written for the reference working.
 #[derive(Debug, Clone, PartialEq)]
@@ -112,6 +214,14 @@ pub struct EvaluationContext {
     pub environment: Environment,
     /// All current tip hashes (`chain_tip`), empty for a root.
     pub tips: Vec<String>,
+    /// The action (the hook's `action`, default the operation name).
+    pub action: String,
+    /// Values from the call (the reference's `context_map`), also written at
+    /// the top level when their name is not a contract key.
+    pub attributes: Map<String, Value>,
+    /// The verified history: every entry reachable from the new entry's
+    /// parents, in passport order.
+    pub ancestors: Arc<Vec<Ancestor>>,
 }
 
 impl EvaluationContext {
@@ -129,7 +239,7 @@ impl EvaluationContext {
     pub fn to_json(&self) -> Value {
         let s = &self.subject;
         let chain_tip = if self.tips.is_empty() { "0".to_owned() } else { self.tips.join(",") };
-        serde_json::json!({
+        let mut json = serde_json::json!({
             "subject": s,
             "object": self.object,
             "environment": self.environment,
@@ -143,7 +253,18 @@ impl EvaluationContext {
             "agent": s.agent.clone().unwrap_or_default(),
             "task": s.task.clone().unwrap_or_default(),
             "taints": s.taints,
-        })
+            "action": self.action,
+            "attributes": self.attributes,
+            "lineage": {"ancestors": *self.ancestors},
+        });
+        if let Value::Object(top) = &mut json {
+            for (name, value) in &self.attributes {
+                if !CONTRACT_KEYS.contains(&name.as_str()) {
+                    top.insert(name.clone(), value.clone());
+                }
+            }
+        }
+        json
     }
 }
 
@@ -159,6 +280,7 @@ pub fn example_context() -> EvaluationContext {
             task: None,
             trust_score: 40,
             taints: vec![],
+            attributes: Map::new(),
         },
         object: Object { id: None, attributes: Map::new() },
         environment: Environment {
@@ -172,5 +294,8 @@ pub fn example_context() -> EvaluationContext {
             entry_id: "01900000-0000-7000-8000-000000000000".into(),
         },
         tips: vec![],
+        action: "ask".into(),
+        attributes: Map::new(),
+        ancestors: Arc::new(Vec::new()),
     }
 }

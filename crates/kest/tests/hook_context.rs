@@ -1,0 +1,97 @@
+//! The evaluation context of SPEC §6.1 as the hook builds it: `action`,
+//! subject attributes, call attributes (nested and, for reference
+//! policies, at the top level), and `lineage.ancestors` from the verified
+//! passport; entries record `kest.action` and `kest.resource`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+
+use kest::identity::StaticIdentity;
+use kest::policy::MockPolicyEngine;
+use kest::{CallContext, HookError, Kest, KestError, Lineage, Verified};
+use serde_json::{Map, Value, json};
+
+fn runtime() -> (Arc<Kest>, Arc<MockPolicyEngine>) {
+    let engine = Arc::new(MockPolicyEngine::allow_all());
+    let identity = Arc::new(StaticIdentity::from_seed("spiffe://test/ctx", [31u8; 32]));
+    (Arc::new(Kest::builder().identity(identity).engine(engine.clone()).build().unwrap()), engine)
+}
+
+fn object(value: Value) -> Map<String, Value> {
+    value.as_object().unwrap().clone()
+}
+
+#[test]
+fn action_attributes_and_lineage_reach_the_policy() {
+    let (kest, engine) = runtime();
+    let flow = Lineage::new().with_user("alice");
+    let read = Verified::builder("read_report").policy("p").action("read").build().unwrap();
+    let write = Verified::builder("publish").policy("p").action("write").build().unwrap();
+    flow.enter(|| {
+        read.call(
+            CallContext::new()
+                .runtime(&kest)
+                .resource_id("report-7")
+                .resource_attr(object(json!({"classification": "secret", "categories": ["nato"]}))),
+            || Ok::<_, std::io::Error>(()),
+        )
+        .unwrap();
+        write
+            .call(
+                CallContext::new()
+                    .runtime(&kest)
+                    .subject_attributes(object(json!({"clearance": "top_secret", "categories": ["nato"]})))
+                    .attribute("amount", 250)
+                    .attribute("trust_score", 100) // a contract key: never overrides
+                    .persisted_attribute("ticket", "T-42"),
+                || Ok::<_, std::io::Error>(()),
+            )
+            .unwrap();
+    });
+    let calls = engine.calls();
+    let (_, first) = &calls[0];
+    assert_eq!(first["action"], "read");
+    assert_eq!(first["lineage"]["ancestors"], json!([]), "a root has no history");
+    let (_, second) = &calls[1];
+    assert_eq!(second["action"], "write");
+    assert_eq!(second["subject"]["attributes"]["clearance"], "top_secret");
+    assert_eq!(second["attributes"]["amount"], 250);
+    assert_eq!(second["amount"], 250, "reference policies read input.amount");
+    assert_ne!(second["trust_score"], 100, "contract keys are Kest's own");
+    let ancestors = second["lineage"]["ancestors"].as_array().unwrap();
+    assert_eq!(ancestors.len(), 1);
+    assert_eq!(ancestors[0]["operation"], "read_report");
+    assert_eq!(ancestors[0]["action"], "read");
+    assert_eq!(ancestors[0]["user"], "alice");
+    assert_eq!(ancestors[0]["resource_id"], "report-7");
+    assert_eq!(ancestors[0]["resource_attributes"]["classification"], "secret");
+    assert_eq!(ancestors[0]["principal"], "spiffe://test/ctx");
+
+    // The entries record what later policies read back.
+    let passport = flow.passport();
+    let labels = &passport.entries()[0].payload().labels;
+    assert_eq!(labels["kest.action"], "read");
+    assert_eq!(labels["kest.resource"], "report-7");
+    assert_eq!(passport.entries()[1].payload().labels["ticket"], "T-42");
+}
+
+#[test]
+fn kest_labels_cannot_be_forged_through_persisted_attributes() {
+    let (kest, _) = runtime();
+    let hook = Verified::builder("op").policy("p").build().unwrap();
+    for name in ["kest.identity", "kest.trust_override", "principal", "trace_id"] {
+        let r = hook.call(CallContext::new().runtime(&kest).persisted_attribute(name, "x"), || {
+            Ok::<_, std::io::Error>(())
+        });
+        assert!(matches!(r, Err(HookError::Kest(KestError::Config(_)))), "{name}: {r:?}");
+    }
+}
+
+#[test]
+fn the_action_defaults_to_the_operation_name() {
+    let (kest, engine) = runtime();
+    let hook = Verified::builder("send_email").policy("p").build().unwrap();
+    assert_eq!(hook.action(), "send_email");
+    hook.call(CallContext::new().runtime(&kest), || Ok::<_, std::io::Error>(())).unwrap();
+    assert_eq!(engine.calls()[0].1["action"], "send_email");
+}

@@ -16,6 +16,10 @@
 //! | `resource_attr`, `metadata` | an expression giving a `serde_json` map / value |
 //! | `engine`, `identity`, `trust_evaluator`, `runtime` | per-call overrides (expressions) |
 //! | `hash_inputs`, `hash_output` | flags |
+//! | `action` | the action policies see (default: the operation name) |
+//! | `subject_attributes` | an expression giving a `serde_json` map (`subject.attributes`) |
+//! | `context` | `["arg", ...]`: arguments handed to policy as `attributes.<arg>` (and `input.<arg>`) — the reference's `context_map` |
+//! | `persist` | `["arg", ...]`: like `context`, and also written into the entry's labels |
 //!
 //! A function returning `Result<T, E>` keeps its signature (`E` must
 //! implement `From<kest::KestError>`); any other function returning `T`
@@ -69,6 +73,10 @@ const KEYS: &[&str] = &[
     "runtime",
     "hash_inputs",
     "hash_output",
+    "action",
+    "subject_attributes",
+    "context",
+    "persist",
 ];
 
 const CLASSIFICATIONS: &[&str] = &["system", "data", "sanitizer", "critic", "snapshot"];
@@ -98,6 +106,10 @@ struct Args {
     metadata: Option<Expr>,
     hash_inputs: bool,
     hash_output: bool,
+    action: Option<String>,
+    subject_attributes: Option<Expr>,
+    context: Vec<(String, Span)>,
+    persist: Vec<(String, Span)>,
 }
 
 fn err(span: Span, msg: impl std::fmt::Display) -> syn::Error {
@@ -183,6 +195,22 @@ fn parse_args(tokens: TokenStream2) -> syn::Result<Args> {
                         args.overrides.push((key, v.clone()))
                     }
                     "resource_attr" => args.resource_attr = Some(v.clone()),
+                    "action" => {
+                        let a = string_lit(v, "action")?;
+                        if a.is_empty() {
+                            return Err(err(v.span(), "the action must not be empty"));
+                        }
+                        args.action = Some(a);
+                    }
+                    "subject_attributes" => args.subject_attributes = Some(v.clone()),
+                    "context" | "persist" => {
+                        let names = string_list(v, &key)?.into_iter().map(|n| (n, v.span())).collect();
+                        if key == "context" {
+                            args.context = names;
+                        } else {
+                            args.persist = names;
+                        }
+                    }
                     "metadata" => args.metadata = Some(v.clone()),
                     "hash_inputs" | "hash_output" => {
                         return Err(err(v.span(), format!("`{key}` is a flag: write `{key}` alone")));
@@ -321,6 +349,9 @@ fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
     if let Some(c) = &args.classification {
         spec.extend(quote! { .classification(#p::classification(#c)) });
     }
+    if let Some(a) = &args.action {
+        spec.extend(quote! { .action(#a) });
+    }
     let (hi, ho) = (args.hash_inputs, args.hash_output);
     spec.extend(quote! { .hash_inputs(#hi).hash_output(#ho).build() });
 
@@ -342,6 +373,28 @@ fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
     }
     if let Some(expr) = &args.metadata {
         call.extend(quote! { .metadata(#expr) });
+    }
+    if let Some(expr) = &args.subject_attributes {
+        call.extend(quote! { .subject_attributes(#expr) });
+    }
+    let mut attributes = Vec::new();
+    for (list, persist) in [(&args.context, false), (&args.persist, true)] {
+        for (name, span) in list {
+            let Some((ident, _)) = names.iter().find(|(n, _)| n == name.as_str()) else {
+                return Err(err(*span, format!("`{name}` is not an argument of the function")));
+            };
+            let method = if persist {
+                quote! { persisted_attribute }
+            } else {
+                quote! { attribute }
+            };
+            attributes.push(quote! {
+                let __kest_call = match #p::attribute_value(&#ident, #name) {
+                    ::core::result::Result::Ok(v) => __kest_call.#method(#name, v),
+                    ::core::result::Result::Err(e) => return ::core::result::Result::Err(__KEST_TO_ERR(e)),
+                };
+            });
+        }
     }
 
     let output_ty: Type = match &func.sig.output {
@@ -375,6 +428,15 @@ fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
     } else {
         quote! {}
     };
+    let attribute_prologue = if attributes.is_empty() {
+        quote! {}
+    } else {
+        quote! {
+            #[allow(non_snake_case)]
+            let __KEST_TO_ERR = |e: #p::KestError| #to_err(e);
+            #(#attributes)*
+        }
+    };
     let prologue = quote! {
         static __KEST_HOOK: ::std::sync::OnceLock<::core::result::Result<#p::Verified, #p::ConfigError>> =
             ::std::sync::OnceLock::new();
@@ -385,6 +447,7 @@ fn expand(attr: TokenStream2, item: TokenStream2) -> syn::Result<TokenStream2> {
             }
         };
         let __kest_call = #call;
+        #attribute_prologue
         #inputs
     };
 

@@ -55,6 +55,14 @@ pub mod __private {
         }
     }
 
+    /// An argument as a policy attribute (`context` / `persist`).
+    pub fn attribute_value<T: serde::Serialize + ?Sized>(
+        value: &T,
+        name: &'static str,
+    ) -> Result<serde_json::Value, KestError> {
+        serde_json::to_value(value).map_err(|e| KestError::Hash { what: name, message: e.to_string() })
+    }
+
     /// What a `user`/`agent`/`task`/`resource_id` resolver may return.
     pub trait ResolverValue {
         /// The value, or `None` to fall back to the flow's baggage.

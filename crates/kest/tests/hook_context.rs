@@ -95,3 +95,47 @@ fn the_action_defaults_to_the_operation_name() {
     hook.call(CallContext::new().runtime(&kest), || Ok::<_, std::io::Error>(())).unwrap();
     assert_eq!(engine.calls()[0].1["action"], "send_email");
 }
+
+mod with_the_macro {
+    use super::*;
+    use std::sync::OnceLock;
+
+    static RUNTIME: OnceLock<(Arc<Kest>, Arc<MockPolicyEngine>)> = OnceLock::new();
+
+    fn rt() -> Arc<Kest> {
+        RUNTIME.get_or_init(runtime).0.clone()
+    }
+
+    #[kest::verified(
+        policy = "transfer",
+        action = "transfer",
+        runtime = rt(),
+        context = ["amount"],
+        persist = ["ticket"],
+        subject_attributes = object(json!({"limit": 1000})),
+        resource_id = |account: &String| account.clone()
+    )]
+    fn transfer(account: String, amount: u64, ticket: String) -> u64 {
+        amount
+    }
+
+    #[test]
+    fn action_context_and_persisted_arguments() {
+        let flow = Lineage::new();
+        assert_eq!(flow.enter(|| transfer("acc-1".into(), 250, "T-9".into())).unwrap(), 250);
+        let (_, engine) = RUNTIME.get().unwrap();
+        let (policy, input) = engine.calls().pop().unwrap();
+        assert_eq!(policy, "transfer");
+        assert_eq!(input["action"], "transfer");
+        assert_eq!(input["attributes"], json!({"amount": 250, "ticket": "T-9"}));
+        assert_eq!(input["amount"], 250);
+        assert_eq!(input["subject"]["attributes"]["limit"], 1000);
+        assert_eq!(input["object"]["id"], "acc-1");
+        let passport = flow.passport();
+        let labels = &passport.entries()[0].payload().labels;
+        assert_eq!(labels["ticket"], "T-9");
+        assert_eq!(labels["kest.action"], "transfer");
+        assert_eq!(labels["kest.resource"], "acc-1");
+        assert!(!labels.contains_key("amount"), "only persisted arguments become labels");
+    }
+}

@@ -280,6 +280,9 @@ pub enum ErrorKind {
     TipNotSignedByPeer,
     /// Ingress: an identity claim contains a control character.
     InvalidIdentity,
+    /// A chain-level requirement (`kest verify --require`) does not allow
+    /// the verified passport.
+    RequirementFailed,
 }
 
 impl ErrorKind {
@@ -319,6 +322,7 @@ impl ErrorKind {
             ErrorKind::StalePassport => "stale_passport",
             ErrorKind::TipNotSignedByPeer => "tip_not_signed_by_peer",
             ErrorKind::InvalidIdentity => "invalid_identity",
+            ErrorKind::RequirementFailed => "requirement_failed",
         }
     }
 

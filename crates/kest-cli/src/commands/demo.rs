@@ -23,6 +23,9 @@ use kest_core::{Classification, KeySet, Passport, Verifier};
 use super::viz::{nodes_of, render_tree};
 use crate::{CliError, Exit};
 
+/// The chain-level requirement the demo checks (`kest verify --require`).
+const SANITIZED_EMAIL: &str = include_str!("../../../../policies/requirements/sanitized_email.rego");
+
 /// Arguments of `kest demo`.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -259,10 +262,29 @@ pub fn run(args: &DemoArgs) -> Result<Exit, CliError> {
     );
     println!("\nThe passport of run 1 as a DAG:");
     print!("{}", render_tree(&nodes_of(&verified)));
+
+    // A chain-level guard over the whole verified passport: the e-mail
+    // needs a sanitizer ancestor signed by the sanitizer's key.
+    let requirement_path = out.join("require-sanitized-email.rego");
+    write(&requirement_path, SANITIZED_EMAIL)?;
+    let engine = kest::policy::rego::RegoEngine::new([("sanitized_email", SANITIZED_EMAIL)])
+        .map_err(CliError::from_display)?;
+    let decision = engine
+        .evaluate_document("sanitized_email", &super::verify::requirement_input(&verified))
+        .map_err(CliError::from_display)?;
+    if !decision.is_allow() {
+        return Err(CliError("run 1 should satisfy the sanitized-email requirement".into()));
+    }
+    println!(
+        "\nChain-level requirement {}: every send_email has a sanitizer ancestor signed by {} — satisfied.",
+        requirement_path.display(),
+        actors.sanitizer.principal()
+    );
     println!("\nWrote {}, {} and {}", passport_path.display(), denied_path.display(), jwks_path.display());
     println!(
-        "Check it yourself: kest verify --semantic --keys {} {}",
+        "Check it yourself: kest verify --semantic --keys {} --require {} {}",
         jwks_path.display(),
+        requirement_path.display(),
         passport_path.display()
     );
     Ok(Exit::Ok)

@@ -53,6 +53,12 @@ pub struct VerifyArgs {
     /// dated more than 60 s in the future). Off by default offline.
     #[arg(long, value_name = "SECONDS", requires = "baggage")]
     pub max_age: Option<u64>,
+    /// After verification, a Rego policy over the whole verified passport
+    /// (`input.entries`, `input.roots`, `input.tips`) that must allow
+    /// (`allow` exactly true); a `deny` set of strings, when defined, names
+    /// why it does not. Repeatable.
+    #[arg(long = "require", value_name = "POLICY.rego")]
+    pub require: Vec<PathBuf>,
     /// Passport file (a JSON array of JWS strings), or `-` for stdin.
     #[arg(value_name = "PASSPORT")]
     pub input: PathBuf,
@@ -121,6 +127,9 @@ fn verify(args: &VerifyArgs) -> Result<Verdict, CliError> {
         Ok(p) => p,
         Err(e) => return Ok(Err(Invalid { kind: e.kind(), index: e.index(), message: e.to_string() })),
     };
+    if let Some(invalid) = requirements(&args.require, &passport)? {
+        return Ok(Err(invalid));
+    }
     let Some(ingress) = ingress else { return Ok(Ok((passport, None))) };
     let chain_tip = match ingress.chain_tip {
         None => None,
@@ -142,6 +151,78 @@ fn verify(args: &VerifyArgs) -> Result<Verdict, CliError> {
         Ok(bound) => Ok(Ok((passport, Some((bound, ingress.claims))))),
         Err(e) => Ok(Err(Invalid { kind: e.kind(), index: None, message: e.to_string() })),
     }
+}
+
+/// The document a `--require` policy sees: every entry in passport order
+/// with its hash, parents, ancestors (every entry reachable from it) and
+/// decoded payload, plus the roots and tips.
+pub fn requirement_input(passport: &Passport) -> Value {
+    let mut ancestors: std::collections::HashMap<EntryHash, Vec<String>> = std::collections::HashMap::new();
+    let mut entries = Vec::with_capacity(passport.len());
+    for (index, entry) in passport.entries().iter().enumerate() {
+        // Parents come earlier: their ancestor lists are complete.
+        let mut mine: Vec<String> = Vec::new();
+        for parent in entry.parents() {
+            for hash in
+                ancestors.get(parent).into_iter().flatten().chain(std::iter::once(&parent.to_string()))
+            {
+                if !mine.contains(hash) {
+                    mine.push(hash.clone());
+                }
+            }
+        }
+        entries.push(json!({
+            "index": index,
+            "hash": entry.hash().to_string(),
+            "principal": entry.principal(),
+            "operation": entry.payload().operation,
+            "parents": entry.parents().iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "ancestors": mine,
+            "is_root": entry.is_root(),
+            "payload": serde_json::to_value(entry.payload()).unwrap_or(Value::Null),
+        }));
+        ancestors.insert(entry.hash(), mine);
+    }
+    json!({
+        "entries": entries,
+        "roots": passport.roots().map(|e| e.hash().to_string()).collect::<Vec<_>>(),
+        "tips": passport.tips().iter().map(ToString::to_string).collect::<Vec<_>>(),
+    })
+}
+
+/// Evaluates each `--require` policy; the first that does not allow is the
+/// refusal (`requirement_failed`, naming the file, package and reasons).
+fn requirements(files: &[PathBuf], passport: &Passport) -> Result<Option<Invalid>, CliError> {
+    if files.is_empty() {
+        return Ok(None);
+    }
+    let input = requirement_input(passport);
+    for file in files {
+        let text = std::fs::read_to_string(file).map_err(|e| CliError(format!("{}: {e}", file.display())))?;
+        let name = file.display().to_string();
+        let engine = kest::policy::rego::RegoEngine::new([(name.clone(), text)])
+            .map_err(|e| CliError(format!("--require {name}: {e}")))?;
+        let decision = engine
+            .evaluate_document(&name, &input)
+            .map_err(|e| CliError(format!("--require {name}: {e}")))?;
+        if decision.is_allow() {
+            continue;
+        }
+        let rule = engine.decision_path(&name).unwrap_or("allow").to_owned();
+        let reasons: Vec<String> = match engine.evaluate_rule(&name, "deny", &input) {
+            Ok(Value::Array(list)) => {
+                list.iter().map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned)).collect()
+            }
+            _ => Vec::new(),
+        };
+        let why = if reasons.is_empty() { format!("{rule} is not true") } else { reasons.join("; ") };
+        return Ok(Some(Invalid {
+            kind: ErrorKind::RequirementFailed,
+            index: None,
+            message: format!("requirement {name} ({rule}) failed: {why}"),
+        }));
+    }
+    Ok(None)
 }
 
 /// The passport JSON, chain tip and identity claims of a raw `baggage`

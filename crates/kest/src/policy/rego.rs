@@ -185,21 +185,61 @@ impl PolicyEngine for RegoEngine {
     }
 
     fn evaluate(&self, policy: &str, input: &PolicyInput) -> Result<Decision, PolicyError> {
+        self.evaluate_document(policy, input.json())
+    }
+}
+
+impl RegoEngine {
+    /// Evaluates `policy`'s decision rule on any JSON `input` (not only an
+    /// evaluation context): allow only when it is exactly `true`. Used for
+    /// chain-level requirements over a whole passport (`kest verify
+    /// --require`).
+    pub fn evaluate_document(
+        &self,
+        policy: &str,
+        input: &serde_json::Value,
+    ) -> Result<Decision, PolicyError> {
         let compiled =
             self.policies.get(policy).ok_or_else(|| PolicyError::UnknownPolicy(policy.to_owned()))?;
-        let value = regorus::Value::deserialize(input.json()).map_err(|e| PolicyError::Evaluation {
-            policy: policy.to_owned(),
-            message: format!("input is not representable in Rego: {e}"),
-        })?;
+        let value = self.eval(policy, compiled.query.clone(), input)?;
+        Ok(Decision::from_bool(value == serde_json::Value::Bool(true)))
+    }
+
+    /// The value of another rule of `policy`'s package (e.g. a `deny` set
+    /// of reasons) on `input`; `null` when the rule is undefined.
+    pub fn evaluate_rule(
+        &self,
+        policy: &str,
+        rule: &str,
+        input: &serde_json::Value,
+    ) -> Result<serde_json::Value, PolicyError> {
+        let compiled =
+            self.policies.get(policy).ok_or_else(|| PolicyError::UnknownPolicy(policy.to_owned()))?;
+        let package = compiled.query.rsplit_once('.').map_or("data", |(package, _)| package);
+        self.eval(policy, format!("{package}.{rule}"), input)
+    }
+
+    fn eval(
+        &self,
+        policy: &str,
+        query: String,
+        input: &serde_json::Value,
+    ) -> Result<serde_json::Value, PolicyError> {
+        let fail = |message: String| PolicyError::Evaluation { policy: policy.to_owned(), message };
+        let value = regorus::Value::deserialize(input)
+            .map_err(|e| fail(format!("input is not representable in Rego: {e}")))?;
         let mut engine = self.checkout();
         engine.set_input(value);
-        match engine.eval_rule(compiled.query.clone()) {
+        match engine.eval_rule(query) {
             Ok(value) => {
                 self.checkin(engine);
-                Ok(Decision::from_bool(value == regorus::Value::Bool(true)))
+                if value == regorus::Value::Undefined {
+                    return Ok(serde_json::Value::Null);
+                }
+                serde_json::to_value(&value).map_err(|e| fail(format!("result is not JSON: {e}")))
             }
             // A failed evaluation (e.g. the time limit) drops its engine.
-            Err(e) => Err(PolicyError::Evaluation { policy: policy.to_owned(), message: format!("{e:#}") }),
+            Err(e) => Err(fail(format!("{e:#}"))),
         }
     }
 }

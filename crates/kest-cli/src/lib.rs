@@ -82,6 +82,8 @@ pub enum Command {
     Viz(commands::viz::VizArgs),
     /// Run the AI-agent demo on embedded defaults (no servers), write and verify its passport.
     Demo(commands::demo::DemoArgs),
+    /// Mint a workload token (`kest-workload` header) for a destination, signed with a key file.
+    WorkloadToken(commands::workload_token::WorkloadTokenArgs),
 }
 
 /// Parses `args` and runs the command, printing to stdout/stderr.
@@ -111,6 +113,7 @@ pub fn run(cli: Cli) -> Exit {
         Command::Whoami(args) => commands::whoami::run(&args),
         Command::Viz(args) => commands::viz::run(&args),
         Command::Demo(args) => commands::demo::run(&args),
+        Command::WorkloadToken(args) => commands::workload_token::run(&args),
     };
     match result {
         Ok(exit) => exit,

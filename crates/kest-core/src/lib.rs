@@ -45,6 +45,7 @@ pub mod encoding;
 pub mod ingress;
 pub mod json;
 pub mod jws;
+pub mod workload;
 
 // Everything else is private behind the re-exports below, so the public
 // surface is exactly what is listed here.

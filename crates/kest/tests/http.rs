@@ -1032,3 +1032,51 @@ async fn the_flow_goes_only_to_allowed_destinations() {
     let body = send(listed).await;
     assert!(body["baggage"].as_str().unwrap().contains("kest.passport="), "{body}");
 }
+
+#[tokio::test]
+async fn inner_services_authenticate_their_callers_with_workload_tokens() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    let layer = LineageLayer::builder()
+        .key_set(kest_keys())
+        .authenticate_peers(origin.clone())
+        .build()
+        .await
+        .unwrap();
+    let ran = Arc::new(AtomicBool::new(false));
+    let app = echo_app(ran.clone()).layer(layer);
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let url = format!("{origin}/");
+
+    // No workload token: 401, whatever the passport.
+    let header = baggage_for(&client_passport()).await;
+    assert_rejected(
+        &get_with(&url, &[("baggage", header.clone())]).await,
+        401,
+        "missing_workload_token",
+        &ran,
+    );
+
+    // The client's middleware proves it is CLIENT; its own passport passes.
+    let client_identity: Arc<dyn kest::identity::IdentityProvider> =
+        Arc::new(StaticIdentity::from_seed(CLIENT, [21u8; 32]));
+    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(KestPropagationMiddleware::new(Propagator::new()).workload_identity(client_identity))
+        .build();
+    let flow = Lineage::from_passport(client_passport());
+    let response = flow.scope(client.get(&url).send()).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(ran.swap(false, Ordering::SeqCst));
+
+    // CLIENT presenting a passport whose tip SERVICE_A signed: refused.
+    let mut theirs = client_passport();
+    theirs
+        .record(&EntryDraft::new("service_a.step"), &*service_a_identity(), &TrustRules::default())
+        .unwrap();
+    let flow = Lineage::from_passport(theirs);
+    let response = flow.scope(client.get(&url).send()).await.unwrap();
+    assert_eq!(response.status(), 403);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "tip_not_signed_by_peer");
+    assert!(!ran.load(Ordering::SeqCst));
+}

@@ -8,6 +8,7 @@ pub mod keygen;
 pub mod verify;
 pub mod viz;
 pub mod whoami;
+pub mod workload_token;
 
 use std::path::PathBuf;
 

@@ -52,6 +52,7 @@ use crate::propagation::{PropagationError, Propagator};
 pub struct KestPropagationMiddleware {
     propagator: Propagator,
     destinations: Option<Vec<reqwest::Url>>,
+    workload: Option<std::sync::Arc<dyn crate::identity::IdentityProvider>>,
 }
 
 /// A destination URL that does not parse (see
@@ -75,7 +76,20 @@ fn not_ascii() -> PropagationError {
 impl KestPropagationMiddleware {
     /// A middleware packing with this propagator.
     pub fn new(propagator: Propagator) -> KestPropagationMiddleware {
-        KestPropagationMiddleware { propagator, destinations: None }
+        KestPropagationMiddleware { propagator, destinations: None, workload: None }
+    }
+
+    /// Also proves which workload is calling: each request that carries the
+    /// flow gets a short-lived workload token signed by `identity`, for the
+    /// destination's origin ([`super::workload`]), which a lineage layer
+    /// with [`authenticate_peers`](super::LineageLayerBuilder::authenticate_peers)
+    /// verifies.
+    pub fn workload_identity(
+        mut self,
+        identity: std::sync::Arc<dyn crate::identity::IdentityProvider>,
+    ) -> Self {
+        self.workload = Some(identity);
+        self
     }
 
     /// Carries the flow only to these origins (scheme, host and port of
@@ -172,6 +186,20 @@ impl Middleware for KestPropagationMiddleware {
         next: Next<'_>,
     ) -> reqwest_middleware::Result<reqwest::Response> {
         let lineage = Lineage::current().filter(|_| self.carries_flow_to(request.url()));
+        if let (Some(identity), Some(_)) = (&self.workload, &lineage) {
+            let audience = request.url().origin().ascii_serialization();
+            let now =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            let token = super::workload::mint_workload_token(
+                identity.as_ref(),
+                &audience,
+                super::workload::DEFAULT_TOKEN_TTL,
+                now,
+            )
+            .map_err(|e| reqwest_middleware::Error::middleware(std::io::Error::other(e.to_string())))?;
+            let value = HeaderValue::from_str(&token).map_err(reqwest_middleware::Error::middleware)?;
+            request.headers_mut().insert(super::workload::WORKLOAD_TOKEN_HEADER, value);
+        }
         self.write_headers(lineage.as_ref(), request.headers_mut())
             .await
             .map_err(reqwest_middleware::Error::middleware)?;

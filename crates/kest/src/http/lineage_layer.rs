@@ -97,6 +97,7 @@ use super::jwks::{JwksError, JwksSource};
 use super::key_resolver::JwksKeyResolver;
 use super::refresh::RefreshPolicy;
 use super::traceparent::{TRACEPARENT, TraceParent};
+use super::workload::{WorkloadTokenError, verify_workload_token};
 use super::{BAGGAGE, HttpConfigError, Rejection};
 use crate::lineage::Lineage;
 use crate::propagation::{PropagationError, Propagator};
@@ -157,6 +158,7 @@ struct Config {
     verifier: Verifier,
     jwks: Option<Arc<JwksKeyResolver>>,
     role: Role,
+    peer_audience: Option<String>,
     tokens: Option<Arc<TokenVerifier>>,
     require_token: bool,
     finish: Finish,
@@ -206,6 +208,7 @@ pub struct LineageLayerBuilder {
     allow_tip_subset: bool,
     max_age: Option<Duration>,
     entry_cache: usize,
+    peer_audience: Option<String>,
 }
 
 impl Default for LineageLayerBuilder {
@@ -223,6 +226,7 @@ impl Default for LineageLayerBuilder {
             allow_tip_subset: false,
             max_age: kest_core::ingress::IngressRules::default().max_age,
             entry_cache: DEFAULT_ENTRY_CACHE_CAPACITY,
+            peer_audience: None,
         }
     }
 }
@@ -328,6 +332,18 @@ impl LineageLayerBuilder {
         self
     }
 
+    /// Requires every request to prove its calling workload: an
+    /// [`AuthenticatedPeer`] put there by the transport (mTLS), or a
+    /// workload token ([`super::workload`], header `kest-workload`) signed
+    /// by a key of this layer's key set for `audience` — this service's
+    /// origin as callers address it (`scheme://host:port`). Missing or
+    /// invalid: 401. Every tip of the incoming passport must then be signed
+    /// by that workload (`tip_not_signed_by_peer`).
+    pub fn authenticate_peers(mut self, audience: impl Into<String>) -> Self {
+        self.peer_audience = Some(audience.into());
+        self
+    }
+
     /// How many verified signatures the layer remembers (default
     /// [`DEFAULT_ENTRY_CACHE_CAPACITY`]); `0` re-verifies every signature
     /// of every passport.
@@ -415,6 +431,7 @@ impl LineageLayerBuilder {
                 verifier,
                 jwks,
                 role: self.role,
+                peer_audience: self.peer_audience,
                 tokens,
                 require_token,
                 finish,
@@ -515,11 +532,37 @@ fn finish(propagator: Propagator) -> Finish {
 struct Incoming {
     baggage: Result<Baggage, Rejection>,
     token: Result<String, TokenError>,
+    workload_token: Option<Result<String, ()>>,
     verified: Option<VerifiedIdentity>,
     peer: Option<AuthenticatedPeer>,
 }
 
 impl Config {
+    /// The calling workload proven by its workload token.
+    async fn authenticate_workload(
+        &self,
+        audience: &str,
+        token: Option<Result<String, ()>>,
+    ) -> Result<String, Rejection> {
+        let refuse = |e: WorkloadTokenError| {
+            tracing::warn!(kind = e.kind(), error = %e, "kest: workload token refused");
+            let mut r = Rejection::new(StatusCode::UNAUTHORIZED, e.kind(), e.to_string());
+            r.www_authenticate = Some("Kest-Workload");
+            r
+        };
+        let token = match token {
+            None => return Err(refuse(WorkloadTokenError::Missing)),
+            Some(Err(())) => return Err(refuse(WorkloadTokenError::Malformed("not visible ASCII"))),
+            Some(Ok(token)) => token,
+        };
+        if let Some(jwks) = &self.jwks {
+            jwks.refresh_if_due().await;
+        }
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        verify_workload_token(&token, self.verifier.resolver().as_ref(), audience, now).map_err(refuse)
+    }
+
     /// Extracts and verifies, refreshing a JWKS key source first and once
     /// more for a signer it does not know.
     async fn extract(
@@ -546,8 +589,15 @@ impl Config {
         incoming: Incoming,
         otel: Option<opentelemetry::Context>,
     ) -> Result<Gate, Rejection> {
-        let Incoming { baggage, token, verified, peer } = incoming;
+        let Incoming { baggage, token, workload_token, verified, peer } = incoming;
         let baggage = baggage?;
+        let peer = match (&self.peer_audience, peer) {
+            (_, Some(peer)) => Some(peer),
+            (None, None) => None,
+            (Some(audience), None) => {
+                Some(AuthenticatedPeer(self.authenticate_workload(audience, workload_token).await?))
+            }
+        };
         // Identity verified at this hop: an outer layer's, or our token's.
         let mut verified = verified;
         if let Some(tokens) = &self.tokens {
@@ -614,6 +664,14 @@ where
         let incoming = Incoming {
             baggage: read_baggage(&request, &self.config.propagator),
             token: bearer_token(&request),
+            workload_token: {
+                let mut values = request.headers().get_all(super::workload::WORKLOAD_TOKEN_HEADER).iter();
+                match (values.next(), values.next()) {
+                    (None, _) => None,
+                    (Some(v), None) => Some(v.to_str().map(str::to_owned).map_err(|_| ())),
+                    (Some(_), Some(_)) => Some(Err(())),
+                }
+            },
             verified: request.extensions().get::<VerifiedIdentity>().cloned(),
             peer: request.extensions().get::<AuthenticatedPeer>().cloned(),
         };

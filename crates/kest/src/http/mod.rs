@@ -58,6 +58,7 @@ pub mod key_resolver;
 pub mod lineage_layer;
 mod refresh;
 pub mod traceparent;
+pub mod workload;
 
 pub use body::ResponseBody;
 pub use client::{DestinationError, KestPropagationMiddleware};
@@ -71,6 +72,7 @@ pub use key_resolver::JwksKeyResolver;
 pub use lineage_layer::{AuthenticatedPeer, LineageLayer, LineageLayerBuilder, LineageService, Role};
 pub use refresh::RefreshPolicy;
 pub use traceparent::{TraceParent, TraceParentError};
+pub use workload::{WorkloadTokenError, mint_workload_token, verify_workload_token};
 
 /// The `baggage` header name.
 pub const BAGGAGE: HeaderName = HeaderName::from_static("baggage");

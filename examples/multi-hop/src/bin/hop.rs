@@ -200,9 +200,10 @@ fn hook(args: &Args) -> Result<Verified, Box<dyn std::error::Error>> {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let principal = format!("spiffe://kest.example/{}", args.name);
-    let identity = StaticIdentity::from_key_file(&args.key, Some(&principal))?;
+    let identity: Arc<dyn kest::identity::IdentityProvider> =
+        Arc::new(StaticIdentity::from_key_file(&args.key, Some(&principal))?);
     let engine = RegoEngine::new([("example/open", OPEN), ("example/final_guard", FINAL_GUARD)])?;
-    let kest = Arc::new(Kest::builder().identity(Arc::new(identity)).engine(Arc::new(engine)).build()?);
+    let kest = Arc::new(Kest::builder().identity(identity.clone()).engine(Arc::new(engine)).build()?);
 
     let mut propagator = Propagator::builder().threshold(args.threshold);
     if let Some(url) = &args.redis {
@@ -216,6 +217,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .jwks_file(args.jwks.clone())
         .sanitizers(args.sanitizer_principals.clone())
         .propagator(propagator.clone());
+    // Bound first: inner hops authenticate their callers with workload
+    // tokens minted for this origin.
+    let listener = tokio::net::TcpListener::bind(&args.listen).await?;
+    let origin = format!("http://{}", listener.local_addr()?);
     let mut layer = KestLayer::builder();
     if let Some(url) = &args.issuer_jwks {
         lineage = lineage.entry_point("user_input");
@@ -225,10 +230,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .issuer(args.issuer.clone())
                 .audience(args.audience.clone()),
         );
+    } else {
+        // An inner service: every caller proves which workload it is, and
+        // every tip it sends must be signed by that workload.
+        lineage = lineage.authenticate_peers(origin);
     }
     let layer = layer.lineage(lineage).build().await?;
     let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
-        .with(KestPropagationMiddleware::new(propagator))
+        .with(KestPropagationMiddleware::new(propagator).workload_identity(identity.clone()))
         .build();
     let padding = (args.pad_bytes > 0).then(|| {
         let mut bytes = vec![0u8; args.pad_bytes];
@@ -244,7 +253,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         padding,
     });
     let router = Router::new().route("/", post(handle)).with_state(app).layer(layer);
-    let listener = tokio::net::TcpListener::bind(&args.listen).await?;
     std::fs::write(&args.port_file, listener.local_addr()?.port().to_string())?;
     axum::serve(listener, router)
         .with_graceful_shutdown(async {

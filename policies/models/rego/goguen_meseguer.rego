@@ -17,7 +17,11 @@ influences_valid if object.get(input.object.attributes, "may_be_influenced_by", 
 
 influences_valid if is_array(input.object.attributes.may_be_influenced_by)
 
-influences := {d | some d in input.object.attributes.may_be_influenced_by; is_string(d)}
+default influence_list := []
+
+influence_list := input.object.attributes.may_be_influenced_by if is_array(input.object.attributes.may_be_influenced_by)
+
+influences := {d | some d in influence_list; is_string(d)}
 
 allowed_domains := {domain} | influences
 

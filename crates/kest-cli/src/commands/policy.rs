@@ -159,10 +159,8 @@ fn evaluate(
 ) -> Result<Result<Decision, PolicyError>, CliError> {
     let path = Path::new(policy);
     let is_file = path.extension().is_some_and(|e| e == "rego" || e == "cedar") && path.is_file();
-    if !is_file {
-        if let Some(model) = Model::from_policy_name(policy) {
-            return Ok(library::evaluate(model, engine, context));
-        }
+    if !is_file && let Some(model) = Model::from_policy_name(policy) {
+        return Ok(library::evaluate(model, engine, context));
     }
     let model = if is_file {
         path.file_stem().and_then(|s| s.to_str()).and_then(Model::from_policy_name)

@@ -1,5 +1,5 @@
 //! The `kest` command line (SPEC §10): `demo`, `verify`, `inspect`,
-//! `viz`, `keygen`, `jwks`, `append` and `whoami`.
+//! `viz`, `keygen`, `jwks`, `append`, `whoami` and `policy`.
 //!
 //! Exit codes are part of the contract: 0 success / valid, 1 invalid
 //! passport, 2 usage or I/O error.
@@ -80,6 +80,8 @@ pub enum Command {
     Whoami(commands::whoami::WhoamiArgs),
     /// Draw a passport's DAG (tree, mermaid, dot or html).
     Viz(commands::viz::VizArgs),
+    /// Bundled policies: `list`, `eval` (exit 0 allow, 1 deny, 2 error) and `test` (data test cases).
+    Policy(commands::policy::PolicyArgs),
     /// Run the AI-agent demo on embedded defaults (no servers), write and verify its passport.
     Demo(commands::demo::DemoArgs),
     /// Mint a workload token (`kest-workload` header) for a destination, signed with a key file.
@@ -114,6 +116,7 @@ pub fn run(cli: Cli) -> Exit {
         Command::Viz(args) => commands::viz::run(&args),
         Command::Demo(args) => commands::demo::run(&args),
         Command::WorkloadToken(args) => commands::workload_token::run(&args),
+        Command::Policy(args) => commands::policy::run(&args),
     };
     match result {
         Ok(exit) => exit,

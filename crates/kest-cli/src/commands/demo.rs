@@ -270,7 +270,7 @@ pub fn run(args: &DemoArgs) -> Result<Exit, CliError> {
     let engine = kest::policy::rego::RegoEngine::new([("sanitized_email", SANITIZED_EMAIL)])
         .map_err(CliError::from_display)?;
     let decision = engine
-        .evaluate_document("sanitized_email", &super::verify::requirement_input(&verified))
+        .evaluate_json("sanitized_email", &super::verify::requirement_input(&verified))
         .map_err(CliError::from_display)?;
     if !decision.is_allow() {
         return Err(CliError("run 1 should satisfy the sanitized-email requirement".into()));

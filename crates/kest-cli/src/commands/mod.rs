@@ -5,6 +5,7 @@ pub mod demo;
 pub mod inspect;
 pub mod jwks;
 pub mod keygen;
+pub mod policy;
 pub mod verify;
 pub mod viz;
 pub mod whoami;

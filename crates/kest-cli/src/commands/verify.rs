@@ -202,9 +202,8 @@ fn requirements(files: &[PathBuf], passport: &Passport) -> Result<Option<Invalid
         let name = file.display().to_string();
         let engine = kest::policy::rego::RegoEngine::new([(name.clone(), text)])
             .map_err(|e| CliError(format!("--require {name}: {e}")))?;
-        let decision = engine
-            .evaluate_document(&name, &input)
-            .map_err(|e| CliError(format!("--require {name}: {e}")))?;
+        let decision =
+            engine.evaluate_json(&name, &input).map_err(|e| CliError(format!("--require {name}: {e}")))?;
         if decision.is_allow() {
             continue;
         }

@@ -56,19 +56,23 @@ pub const RESOURCE_TYPE: &str = "Resource";
 /// |------|----------|
 /// | `invoke` | permits every request for action `invoke` |
 /// | `send_email` | `context.subject.trust_score >= 50` unless the taints contain `confidential` |
+/// | `kest/<model>` | the seven models of the [policy library](super::library) (`policies/models/cedar/`) |
 ///
 /// ```
 /// # #[cfg(feature = "cedar")] {
 /// use kest::policy::cedar::{bundled_cedar, CedarEngine};
 /// let engine = CedarEngine::new(bundled_cedar()).unwrap();
-/// assert_eq!(engine.policy_names(), vec!["invoke", "send_email"]);
+/// assert_eq!(engine.policy_names().len(), 2 + 7);
+/// assert!(engine.policy_names().contains(&"kest/bell_lapadula"));
 /// # }
 /// ```
 pub fn bundled_cedar() -> Vec<(&'static str, &'static str)> {
-    vec![
+    let mut policies = vec![
         ("invoke", include_str!("../../../../policies/cedar/invoke.cedar")),
         ("send_email", include_str!("../../../../policies/cedar/send_email.cedar")),
-    ]
+    ];
+    policies.extend(super::library::cedar_policies());
+    policies
 }
 
 /// An in-process Cedar engine (see the [module documentation](self)).
@@ -124,12 +128,58 @@ impl CedarEngine {
 
     fn request(&self, policy: &str, input: &PolicyInput) -> Result<Request, String> {
         let ctx = input.context();
-        let principal = uid(PRINCIPAL_TYPE, &ctx.subject.workload)?;
+        let resource = ctx.object.id.as_deref().unwrap_or(&ctx.environment.entry_id);
+        self.request_from(policy, &ctx.subject.workload, resource, input.json())
+    }
+
+    fn request_from(
+        &self,
+        policy: &str,
+        principal: &str,
+        resource: &str,
+        json: &Value,
+    ) -> Result<Request, String> {
+        let principal = uid(PRINCIPAL_TYPE, principal)?;
         let action = uid(ACTION_TYPE, policy)?;
-        let resource = uid(RESOURCE_TYPE, ctx.object.id.as_deref().unwrap_or(&ctx.environment.entry_id))?;
-        let context = context(input.json())?;
+        let resource = uid(RESOURCE_TYPE, resource)?;
+        let context = context(json)?;
         Request::new(principal, action, resource, context, self.schema.as_ref())
             .map_err(|e| format!("request does not match the schema: {e}"))
+    }
+
+    /// Evaluates `policy` on a JSON context document directly (for contexts
+    /// built elsewhere, e.g. by `kest policy eval` and
+    /// [`library::evaluate`](super::library::evaluate)). The request is
+    /// built from the document as [`PolicyEngine::evaluate`] builds it from
+    /// the typed context: principal `Workload::"<subject.workload>"`,
+    /// resource `Resource::"<object.id>"` or `Resource::"<environment.entry_id>"`;
+    /// a missing (or non-string) id is the empty id.
+    ///
+    /// # Errors
+    ///
+    /// As [`PolicyEngine::evaluate`]: an unknown policy, a context Cedar
+    /// cannot represent, or an evaluation error.
+    pub fn evaluate_json(&self, policy: &str, json: &Value) -> Result<Decision, PolicyError> {
+        let text = |path: &[&str]| {
+            path.iter().try_fold(json, |v, k| v.get(*k)).and_then(Value::as_str).map(str::to_owned)
+        };
+        let principal = text(&["subject", "workload"]).unwrap_or_default();
+        let resource =
+            text(&["object", "id"]).or_else(|| text(&["environment", "entry_id"])).unwrap_or_default();
+        let set = self.policies.get(policy).ok_or_else(|| PolicyError::UnknownPolicy(policy.to_owned()))?;
+        let request = self
+            .request_from(policy, &principal, &resource, json)
+            .map_err(|message| PolicyError::Evaluation { policy: policy.to_owned(), message })?;
+        self.decide(policy, set, &request)
+    }
+
+    fn decide(&self, policy: &str, set: &PolicySet, request: &Request) -> Result<Decision, PolicyError> {
+        let response = self.authorizer.is_authorized(request, set, &self.entities);
+        let errors: Vec<String> = response.diagnostics().errors().map(ToString::to_string).collect();
+        if !errors.is_empty() {
+            return Err(PolicyError::Evaluation { policy: policy.to_owned(), message: errors.join("; ") });
+        }
+        Ok(Decision::from_bool(response.decision() == cedar_policy::Decision::Allow))
     }
 }
 
@@ -143,12 +193,7 @@ impl PolicyEngine for CedarEngine {
         let request = self
             .request(policy, input)
             .map_err(|message| PolicyError::Evaluation { policy: policy.to_owned(), message })?;
-        let response = self.authorizer.is_authorized(&request, set, &self.entities);
-        let errors: Vec<String> = response.diagnostics().errors().map(ToString::to_string).collect();
-        if !errors.is_empty() {
-            return Err(PolicyError::Evaluation { policy: policy.to_owned(), message: errors.join("; ") });
-        }
-        Ok(Decision::from_bool(response.decision() == cedar_policy::Decision::Allow))
+        self.decide(policy, set, &request)
     }
 }
 

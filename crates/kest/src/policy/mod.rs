@@ -7,6 +7,8 @@ pub mod cedar;
 #[cfg(feature = "remote")]
 pub mod cedar_agent;
 pub mod context;
+#[cfg(any(feature = "rego", feature = "cedar"))]
+pub mod library;
 pub mod mock;
 #[cfg(feature = "remote")]
 pub mod opa;

@@ -55,20 +55,23 @@ const KEYWORDS: &[&str] = &[
 /// | `kest/allow` | `input.trust_score >= 70` and `input.is_root == false` |
 /// | `kest/send_email` | `subject.trust_score >= 50` and no `confidential` taint |
 /// | `kest/no_pii_egress` | denies `send_*` operations whose subject carries the `pii` taint |
+/// | `kest/<model>` | the seven models of the [policy library](super::library) (`policies/models/rego/`) |
 ///
 /// ```
 /// # #[cfg(feature = "rego")] {
 /// use kest::policy::rego::{bundled_rego, RegoEngine};
 /// let engine = RegoEngine::new(bundled_rego()).unwrap();
-/// assert_eq!(engine.policy_names().len(), 3);
+/// assert_eq!(engine.policy_names().len(), 3 + 7);
 /// # }
 /// ```
 pub fn bundled_rego() -> Vec<(&'static str, &'static str)> {
-    vec![
+    let mut policies = vec![
         ("kest/allow", include_str!("../../../../policies/rego/kest_allow.rego")),
         ("kest/send_email", include_str!("../../../../policies/rego/send_email.rego")),
         ("kest/no_pii_egress", include_str!("../../../../policies/rego/no_pii_egress.rego")),
-    ]
+    ];
+    policies.extend(super::library::rego_policies());
+    policies
 }
 
 /// One named policy: the query that gives its decision.
@@ -185,20 +188,23 @@ impl PolicyEngine for RegoEngine {
     }
 
     fn evaluate(&self, policy: &str, input: &PolicyInput) -> Result<Decision, PolicyError> {
-        self.evaluate_document(policy, input.json())
+        self.evaluate_json(policy, input.json())
     }
 }
 
 impl RegoEngine {
-    /// Evaluates `policy`'s decision rule on any JSON `input` (not only an
-    /// evaluation context): allow only when it is exactly `true`. Used for
-    /// chain-level requirements over a whole passport (`kest verify
-    /// --require`).
-    pub fn evaluate_document(
-        &self,
-        policy: &str,
-        input: &serde_json::Value,
-    ) -> Result<Decision, PolicyError> {
+    /// Evaluates `policy`'s decision rule on any JSON `input` document (the
+    /// path of [`PolicyEngine::evaluate`], which passes the §6.1 context;
+    /// also for contexts built elsewhere — `kest policy eval`,
+    /// [`library::evaluate`](super::library::evaluate) — and chain-level
+    /// requirements over a whole passport, `kest verify --require`): allow
+    /// only when it is exactly `true`.
+    ///
+    /// # Errors
+    ///
+    /// An unknown policy, an input Rego cannot represent, or an evaluation
+    /// error.
+    pub fn evaluate_json(&self, policy: &str, input: &serde_json::Value) -> Result<Decision, PolicyError> {
         let compiled =
             self.policies.get(policy).ok_or_else(|| PolicyError::UnknownPolicy(policy.to_owned()))?;
         let value = self.eval(policy, compiled.query.clone(), input)?;

@@ -126,12 +126,6 @@ impl CedarEngine {
         names
     }
 
-    fn request(&self, policy: &str, input: &PolicyInput) -> Result<Request, String> {
-        let ctx = input.context();
-        let resource = ctx.object.id.as_deref().unwrap_or(&ctx.environment.entry_id);
-        self.request_from(policy, &ctx.subject.workload, resource, input.json())
-    }
-
     fn request_from(
         &self,
         policy: &str,
@@ -160,6 +154,12 @@ impl CedarEngine {
     /// As [`PolicyEngine::evaluate`]: an unknown policy, a context Cedar
     /// cannot represent, or an evaluation error.
     pub fn evaluate_json(&self, policy: &str, json: &Value) -> Result<Decision, PolicyError> {
+        // The bundled formal models decide from facts Cedar cannot compute
+        // (history, mixed level forms): derive them here, so every caller —
+        // the hook included — hands over the plain §6.1 context.
+        let prepared =
+            super::library::Model::from_policy_name(policy).map(|m| super::library::prepare(m, json));
+        let json = prepared.as_ref().unwrap_or(json);
         let text = |path: &[&str]| {
             path.iter().try_fold(json, |v, k| v.get(*k)).and_then(Value::as_str).map(str::to_owned)
         };
@@ -189,11 +189,7 @@ impl PolicyEngine for CedarEngine {
     }
 
     fn evaluate(&self, policy: &str, input: &PolicyInput) -> Result<Decision, PolicyError> {
-        let set = self.policies.get(policy).ok_or_else(|| PolicyError::UnknownPolicy(policy.to_owned()))?;
-        let request = self
-            .request(policy, input)
-            .map_err(|message| PolicyError::Evaluation { policy: policy.to_owned(), message })?;
-        self.decide(policy, set, &request)
+        self.evaluate_json(policy, input.json())
     }
 }
 

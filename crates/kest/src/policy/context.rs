@@ -16,7 +16,8 @@ pub const LABEL_ACTION: &str = "kest.action";
 pub const LABEL_RESOURCE: &str = "kest.resource";
 
 /// Top-level keys of the context that call attributes never overwrite.
-const CONTRACT_KEYS: [&str; 16] = [
+const CONTRACT_KEYS: [&str; 17] = [
+    "derived",
     "subject",
     "object",
     "environment",

@@ -31,9 +31,14 @@ fn attrs(v: Value) -> Map<String, Value> {
     v.as_object().cloned().unwrap_or_default()
 }
 
-/// A call each model allows: action, subject attributes, resource
-/// attributes, call attributes.
-fn call_for(model: Model) -> (&'static str, Map<String, Value>, Map<String, Value>, Map<String, Value>) {
+/// Action, subject attributes, resource attributes, call attributes.
+type CallShape = (&'static str, Map<String, Value>, Map<String, Value>, Map<String, Value>);
+
+/// The per-call values of a case.
+type MakeCall = Box<dyn Fn(&Arc<Kest>) -> CallContext>;
+
+/// A call each model allows.
+fn call_for(model: Model) -> CallShape {
     match model {
         Model::BellLapadula => (
             "read",
@@ -94,7 +99,7 @@ fn flow(base: &Passport) -> Lineage {
 struct Case {
     label: String,
     hook: Verified,
-    call: Box<dyn Fn(&Arc<Kest>) -> CallContext>,
+    call: MakeCall,
     warm: Arc<Kest>,
     cold: Arc<Kest>,
 }

@@ -193,6 +193,59 @@ fn run_pipeline(kest: &Arc<Kest>, actors: &Actors, confidential: bool) -> Result
     Ok((flow, true))
 }
 
+/// Run 3: four-eyes approval decided from the lineage (the `kest/financial`
+/// model, in Rego and in Cedar): alice's transfer above her limit is denied
+/// alone and when she approves it herself, allowed once bob approved the
+/// same payment earlier in the flow. Returns the decisions, in order.
+fn run_four_eyes(kest: &Arc<Kest>) -> Result<Vec<bool>, CliError> {
+    let cfg = |e: kest::runtime::ConfigError| CliError(e.to_string());
+    let approve = Verified::builder("approve_payment")
+        .policy("cedar:invoke")
+        .action("approve")
+        .build()
+        .map_err(cfg)?;
+    let mut decisions = Vec::new();
+    for (label, approver) in
+        [("alone", None), ("approved by herself", Some("alice")), ("approved by bob", Some("bob"))]
+    {
+        for engine in ["rego", "cedar"] {
+            let transfer = Verified::builder("transfer")
+                .policy(format!("{engine}:kest/financial"))
+                .action("transfer")
+                .build()
+                .map_err(cfg)?;
+            let flow = Lineage::new();
+            if let Some(user) = approver {
+                let call = CallContext::new().runtime(kest).user(user).resource_id("payment-17");
+                flow.enter(|| approve.call(call, || Ok::<_, std::convert::Infallible>(())))
+                    .map_err(|e| CliError(format!("approve_payment: {e}")))?;
+            }
+            let call = CallContext::new()
+                .runtime(kest)
+                .user("alice")
+                .resource_id("payment-17")
+                .subject_attributes(
+                    serde_json::json!({"limit": 1000}).as_object().cloned().unwrap_or_default(),
+                )
+                .attribute("amount", 5000)
+                .attribute("risk_score", "low");
+            let allowed = match flow.enter(|| transfer.call(call, || Ok::<_, std::convert::Infallible>(()))) {
+                Ok(()) => true,
+                Err(HookError::Kest(KestError::Denied { .. })) => false,
+                Err(HookError::Kest(e)) => return Err(CliError(format!("transfer: {e}"))),
+                Err(HookError::Operation(never)) => match never {},
+            };
+            println!(
+                "  {} transfer of 5000 by alice (limit 1000), {label:<20} {engine:<5} → {}",
+                if allowed { "✓" } else { "✗" },
+                if allowed { "allowed" } else { "DENIED (four eyes)" }
+            );
+            decisions.push(allowed);
+        }
+    }
+    Ok(decisions)
+}
+
 fn write(path: &Path, text: &str) -> Result<(), CliError> {
     std::fs::write(path, text).map_err(|e| CliError(format!("{}: {e}", path.display())))
 }
@@ -234,6 +287,11 @@ pub fn run(args: &DemoArgs) -> Result<Exit, CliError> {
     let (denied, completed) = run_pipeline(&kest, &actors, true)?;
     if completed {
         return Err(CliError("run 2 should have been denied".into()));
+    }
+
+    println!("\nRun 3 — four eyes, decided from the lineage (kest/financial, Rego and Cedar):");
+    if run_four_eyes(&kest)? != [false, false, false, false, true, true] {
+        return Err(CliError("run 3: the four-eyes rule did not decide as expected".into()));
     }
 
     let mut keys = KeySet::new();

@@ -86,7 +86,9 @@ impl Propagator {
         max_age: Option<f64>,
         forward_jwt: bool,
     ) -> PyResult<Propagator> {
-        let secs = |v: f64| Duration::try_from_secs_f64(v).map_err(|_| errors::config("durations must be non-negative"));
+        let secs = |v: f64| {
+            Duration::try_from_secs_f64(v).map_err(|_| errors::config("durations must be non-negative"))
+        };
         let mut b = RsPropagator::builder().forward_jwt(forward_jwt);
         if let Some(t) = threshold {
             b = b.threshold(t);
@@ -98,9 +100,11 @@ impl Propagator {
         if let Some(t) = claim_ttl {
             b = b.claim_ttl(secs(t)?);
         }
-        let mut rules = IngressRules::default();
-        rules.allow_tip_subset = allow_tip_subset;
-        rules.max_age = max_age.map(secs).transpose()?;
+        let rules = IngressRules {
+            allow_tip_subset,
+            max_age: max_age.map(secs).transpose()?,
+            ..IngressRules::default()
+        };
         b = b.ingress(rules);
         Ok(Propagator { inner: b.build() })
     }
@@ -123,7 +127,13 @@ impl Propagator {
     /// anything that does not decode, resolve, verify or bind raises
     /// `BaggageError` (never an empty passport).
     #[pyo3(signature = (baggage, verifier, *, peer = None))]
-    fn extract(&self, py: Python<'_>, baggage: Option<&str>, verifier: &PassportVerifier, peer: Option<&str>) -> PyResult<Flow> {
+    fn extract(
+        &self,
+        py: Python<'_>,
+        baggage: Option<&str>,
+        verifier: &PassportVerifier,
+        peer: Option<&str>,
+    ) -> PyResult<Flow> {
         let v = Arc::clone(&verifier.inner);
         py.detach(|| {
             let b = self.inner.parse_header(baggage)?;

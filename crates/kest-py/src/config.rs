@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use kest::Kest;
 use kest::identity::IdentityProvider;
 use kest::policy::PolicyEngine;
 use kest::runtime::DeviationRule;
-use kest::Kest;
 use pyo3::prelude::*;
 
 use crate::convert::to_json;
@@ -90,7 +90,8 @@ pub fn configure(
     }
     if let Some(t) = cache_ttl {
         s.cache_ttl = Some(
-            Duration::try_from_secs_f64(t).map_err(|_| errors::config("cache_ttl must be a non-negative number"))?,
+            Duration::try_from_secs_f64(t)
+                .map_err(|_| errors::config("cache_ttl must be a non-negative number"))?,
         );
     }
     if let Some(n) = app_name {

@@ -58,7 +58,13 @@ pub(crate) fn kest_err(family: Family, kind: &str, message: String, extra: &[(&s
 /// Any Python object.
 type PyObject = Py<PyAny>;
 
-fn build(py: Python<'_>, family: Family, kind: &str, message: String, extra: &[(&str, PyObject)]) -> PyResult<PyErr> {
+fn build(
+    py: Python<'_>,
+    family: Family,
+    kind: &str,
+    message: String,
+    extra: &[(&str, PyObject)],
+) -> PyResult<PyErr> {
     let module = ERRORS_MODULE.get_or_try_init(py, || py.import("kest_rs._errors").map(Bound::unbind))?;
     let class = module.bind(py).getattr(family.class_name())?;
     let kwargs = PyDict::new(py);

@@ -125,7 +125,9 @@ impl Hook {
         identity: Option<&Bound<'_, Identity>>,
         engine: Option<&Bound<'_, Engine>>,
     ) -> PyResult<Hook> {
-        let mut b = Verified::builder(operation).policies(policies).classification(parse_classification(classification)?);
+        let mut b = Verified::builder(operation)
+            .policies(policies)
+            .classification(parse_classification(classification)?);
         if let Some(s) = source_type {
             b = b.source_type(s);
         }
@@ -169,6 +171,10 @@ impl Hook {
     /// runs; an exception from `func` is recorded and re-raised unchanged.
     #[pyo3(signature = (flow, func, args, kwargs = None, attributes = None, persisted = Vec::new()))]
     #[allow(clippy::too_many_arguments)]
+    #[expect(
+        clippy::result_large_err,
+        reason = "the hook's own `HookError` (kest) is returned as is, once per call"
+    )]
     fn call(
         &self,
         py: Python<'_>,
@@ -186,7 +192,9 @@ impl Hook {
             lineage.enter(|| {
                 verified.call(ctx, || {
                     Python::attach(|py| {
-                        func.bind(py).call(args.bind(py), kwargs.as_ref().map(|k| k.bind(py))).map(Bound::unbind)
+                        func.bind(py)
+                            .call(args.bind(py), kwargs.as_ref().map(|k| k.bind(py)))
+                            .map(Bound::unbind)
                     })
                 })
             })

@@ -67,7 +67,10 @@ impl Identity {
 
 impl Identity {
     fn jwk(&self) -> PyResult<Value> {
-        let key = self.inner.public_key().ok_or_else(|| errors::identity("this identity has no local public key"))?;
+        let key = self
+            .inner
+            .public_key()
+            .ok_or_else(|| errors::identity("this identity has no local public key"))?;
         Ok(key.to_jwk(self.inner.workload_id()))
     }
 }
@@ -112,7 +115,8 @@ impl StaticIdentity {
     /// From a 32-byte Ed25519 seed (RFC 8032 secret key).
     #[staticmethod]
     fn from_seed(py: Python<'_>, workload_id: String, seed: &[u8]) -> PyResult<Py<StaticIdentity>> {
-        let mut bytes: [u8; 32] = seed.try_into().map_err(|_| errors::identity("the seed must be 32 bytes"))?;
+        let mut bytes: [u8; 32] =
+            seed.try_into().map_err(|_| errors::identity("the seed must be 32 bytes"))?;
         let signer = Ed25519Signer::from_seed(workload_id, bytes);
         bytes.zeroize();
         static_identity(py, signer)
@@ -120,7 +124,11 @@ impl StaticIdentity {
 
     /// From a PKCS#8 PEM private key (`-----BEGIN PRIVATE KEY-----`).
     #[staticmethod]
-    fn from_pem(py: Python<'_>, workload_id: String, pem: &Bound<'_, PyString>) -> PyResult<Py<StaticIdentity>> {
+    fn from_pem(
+        py: Python<'_>,
+        workload_id: String,
+        pem: &Bound<'_, PyString>,
+    ) -> PyResult<Py<StaticIdentity>> {
         let text = Zeroizing::new(pem.to_cow()?.into_owned());
         let key = SigningKey::from_pkcs8_pem(text.trim())
             .map_err(|_| errors::identity("not an Ed25519 PKCS#8 private key (PEM)"))?;
@@ -131,9 +139,14 @@ impl StaticIdentity {
     /// the workload id is `workload_id` or the JWK's `kid`.
     #[staticmethod]
     #[pyo3(signature = (jwk, workload_id = None))]
-    fn from_jwk(py: Python<'_>, jwk: &Bound<'_, PyString>, workload_id: Option<String>) -> PyResult<Py<StaticIdentity>> {
+    fn from_jwk(
+        py: Python<'_>,
+        jwk: &Bound<'_, PyString>,
+        workload_id: Option<String>,
+    ) -> PyResult<Py<StaticIdentity>> {
         let text = Zeroizing::new(jwk.to_cow()?.into_owned());
-        let mut value: Value = serde_json::from_str(&text).map_err(|_| errors::identity("the JWK is not JSON"))?;
+        let mut value: Value =
+            serde_json::from_str(&text).map_err(|_| errors::identity("the JWK is not JSON"))?;
         let kid = value.get("kid").and_then(Value::as_str).map(str::to_owned);
         let name = match (workload_id, kid) {
             (Some(w), Some(k)) if w != k => {
@@ -148,7 +161,8 @@ impl StaticIdentity {
         };
         let d = Zeroizing::new(d);
         let decoded = Zeroizing::new(
-            kest_core::encoding::b64url_decode(&d).map_err(|_| errors::identity("`d` is not unpadded base64url"))?,
+            kest_core::encoding::b64url_decode(&d)
+                .map_err(|_| errors::identity("`d` is not unpadded base64url"))?,
         );
         let mut seed: [u8; 32] =
             decoded.as_slice().try_into().map_err(|_| errors::identity("`d` must be 32 bytes"))?;
@@ -168,7 +182,11 @@ impl StaticIdentity {
     /// JWK). Errors name the file, never the key.
     #[staticmethod]
     #[pyo3(signature = (path, workload_id = None))]
-    fn from_key_file(py: Python<'_>, path: std::path::PathBuf, workload_id: Option<String>) -> PyResult<Py<StaticIdentity>> {
+    fn from_key_file(
+        py: Python<'_>,
+        path: std::path::PathBuf,
+        workload_id: Option<String>,
+    ) -> PyResult<Py<StaticIdentity>> {
         let signer = py
             .detach(|| kest::keyfile::load_signer(&path, workload_id.as_deref()))
             .map_err(|e| errors::identity(e.to_string()))?;

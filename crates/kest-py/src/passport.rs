@@ -70,7 +70,9 @@ impl Passport {
                 .map(|(i, jws)| {
                     kest_core::jws::decode_compact(jws, Limits::default().max_json_depth)
                         .map(|d| d.payload)
-                        .map_err(|source| errors::from_verify(&kest_core::VerifyError::Entry { index: i, source }))
+                        .map_err(|source| {
+                            errors::from_verify(&kest_core::VerifyError::Entry { index: i, source })
+                        })
                 })
                 .collect(),
         }
@@ -184,7 +186,8 @@ impl Passport {
         let Held::Verified(passport) = &self.held else {
             return Err(errors::config("record needs a verified passport: verify it first"));
         };
-        let mut draft = draft(operation, source_type, added_taints, removed_taints, trust_override, classification)?;
+        let mut draft =
+            draft(operation, source_type, added_taints, removed_taints, trust_override, classification)?;
         draft.labels = labels.unwrap_or_default();
         draft.metadata = metadata.map(to_json).transpose()?.unwrap_or(Value::Null);
         if root {
@@ -251,9 +254,7 @@ pub(crate) fn draft(
 /// Parses a classification name.
 pub(crate) fn parse_classification(name: &str) -> PyResult<Classification> {
     name.parse::<Classification>().map_err(|_| {
-        errors::config(format!(
-            "unknown classification `{name}` (system, data, sanitizer, critic, snapshot)"
-        ))
+        errors::config(format!("unknown classification `{name}` (system, data, sanitizer, critic, snapshot)"))
     })
 }
 
@@ -304,7 +305,9 @@ pub struct PassportVerifier {
 
 /// Reads keys from a JWKS (JSON text or dict), or from identities.
 fn key_set(py: Python<'_>, keys: &Bound<'_, PyAny>) -> PyResult<KeySet> {
-    let bad = |e: kest_core::KeySetError| errors::kest_err(errors::Family::Verification, "bad_key", e.to_string(), &[]);
+    let bad = |e: kest_core::KeySetError| {
+        errors::kest_err(errors::Family::Verification, "bad_key", e.to_string(), &[])
+    };
     if let Ok(text) = keys.cast::<PyString>() {
         let text = text.to_cow()?.into_owned();
         return py.detach(|| KeySet::from_jwks_json(&text)).map_err(bad);

@@ -123,11 +123,15 @@ impl<'de> Visitor<'de> for StrictSeed<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut members = Map::new();
         while let Some(key) = map.next_key::<String>()? {
-            if members.contains_key(&key) {
-                return Err(self.fail(JsonError::DuplicateMember(key)));
+            // One lookup per member: the slot found free is filled.
+            match members.entry(key) {
+                serde_json::map::Entry::Occupied(taken) => {
+                    return Err(self.fail(JsonError::DuplicateMember(taken.key().clone())));
+                }
+                serde_json::map::Entry::Vacant(slot) => {
+                    slot.insert(map.next_value_seed(self.nested()?)?);
+                }
             }
-            let value = map.next_value_seed(self.nested()?)?;
-            members.insert(key, value);
         }
         Ok(Value::Object(members))
     }

@@ -50,6 +50,7 @@ pub mod json;
 pub mod jws;
 pub mod keyset;
 pub mod passport;
+mod pool;
 pub mod resolve;
 pub mod signer;
 pub mod trust;

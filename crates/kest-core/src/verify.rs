@@ -1,8 +1,8 @@
 //! The strict verifier (SPEC §3).
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
 
 use curve25519_dalek::edwards::CompressedEdwardsY;
 use curve25519_dalek::scalar::Scalar;
@@ -18,6 +18,7 @@ use crate::hash::EntryHash;
 use crate::jws::decode_compact;
 use crate::keyset::{KeySet, PublicKey};
 use crate::passport::{Entry, Limits, Passport, UnverifiedPassport};
+use crate::pool;
 use crate::resolve::{KeyResolver, ResolveError};
 use crate::trust::{
     MISSING_ROOT_ORIGIN_SCORE, MISSING_SELF_SCORE, OriginMap, TrustEvaluator, WEAKEST_LINK, WeakestLink,
@@ -26,16 +27,20 @@ use crate::trust::{
 
 /// Verifies passports against a key set or a [`KeyResolver`].
 ///
-/// Every entry is decoded once, its structure, algorithm, `kid`, signer
-/// and links are checked in order, and the signatures of all entries before
-/// the first refusal are then checked with `verify_strict` (cofactorless;
-/// small-order or non-canonical `R`, non-canonical `s` refused; weak and
-/// mixed-order keys are refused when the key set is built), spread over
-/// the available cores for larger passports. A refused signature is then
-/// examined to name the defect. Signatures are not batch-verified: batching
-/// cannot keep the strict semantics cheaply (see `first_bad_signature`).
-/// The error reported is always the one a one-by-one verifier would report
-/// first. There is no mode that skips a signature.
+/// Every entry is decoded once (or found in the verified-entry cache,
+/// decoded from the same bytes under the same limits), spread over the
+/// available cores; its structure, algorithm, `kid`, signer and links are
+/// then checked in order, and every signature of the entries before the
+/// first refusal is checked with `verify_strict` (cofactorless; small-order
+/// or non-canonical `R`, non-canonical `s` refused; weak and mixed-order
+/// keys are refused when the key set is built) — with a static key set
+/// while decoding, on all cores, with a resolver once the keys are
+/// resolved in order. A refused signature is then examined to name the
+/// defect. Signatures are not batch-verified: batching cannot keep the
+/// strict semantics cheaply (see `check_pending`). The error reported is
+/// always the one a one-by-one verifier would report first. There is no
+/// mode that skips a signature, except one the cache saw verify under the
+/// very key resolved now.
 ///
 /// ```
 /// use kest_core::{Ed25519Signer, EntryDraft, ErrorKind, KeySet, Passport, Signer, TrustRules, Verifier};
@@ -192,11 +197,15 @@ impl Verifier {
         self
     }
 
-    /// Shares a verified-entry cache (SPEC §11): an entry whose (hash, key)
-    /// is in it skips only its `verify_strict` call; every other rule still
-    /// runs on the whole passport, and the signer's key is still resolved
-    /// (a key no longer returned fails the entry). Entries whose signature
-    /// was checked are added after a successful verification only.
+    /// Shares a verified-entry cache (SPEC §11): an entry whose exact bytes
+    /// are in it, decoded under the same size and depth limits, is not
+    /// decoded again, and skips its `verify_strict` call when the key
+    /// resolved now for its principal is the one it verified under. Every
+    /// other rule still runs on the whole passport — links, duplicates,
+    /// `alg` and `kid` against the key resolved now, the semantic rules —
+    /// and the signer's key is still resolved (a key no longer returned
+    /// fails the entry). Entries are added after a successful verification
+    /// only.
     pub fn entry_cache(mut self, cache: Arc<VerifiedEntryCache>) -> Verifier {
         self.cache = Some(cache);
         self
@@ -263,7 +272,7 @@ impl Verifier {
                 // signature before it decides the result already; without
                 // one, decode it now rather than assume anything.
                 None if signatures.iter().any(|s| s.state == SignatureState::Bad) => break,
-                None => self.decode_entry(jws, p.hash),
+                None => decode_entry(&self.limits, self.key_set.as_deref(), jws, p.hash),
             };
             let outcome = decoded.and_then(|d| {
                 self.check_entry(index, d, &first_position, &verified, &mut resolved, &mut signatures)
@@ -331,63 +340,37 @@ impl Verifier {
             }
         }
         // The index of the first entry known to fail.
-        let stop = AtomicUsize::new(usize::MAX);
-        let work = |k: usize| {
-            let (&i, jws) = todo.get(k).and_then(|i| Some((i, jws_list.get(*i)?)))?;
+        let stop = Arc::new(AtomicUsize::new(usize::MAX));
+        let items: Vec<(usize, String)> =
+            todo.iter().filter_map(|&i| Some((i, jws_list.get(i)?.clone()))).collect();
+        // Decoding alone is ~7 µs an entry, with the signature ~45 µs.
+        let min_parallel = if self.key_set.is_some() { 2 } else { 8 };
+        let extra = if items.len() >= min_parallel { pool::threads() - 1 } else { 0 };
+        let (limits, key_set) = (self.limits, self.key_set.clone());
+        let shared_stop = stop.clone();
+        let work = move |(i, jws): &(usize, String)| {
+            let (i, stop) = (*i, &shared_stop);
             let hash = EntryHash::of(jws);
-            let decoded = (i <= stop.load(Ordering::Relaxed)).then(|| {
-                let d = self.decode_entry(jws, hash);
+            let decoded = (i <= stop.load(Ordering::Acquire)).then(|| {
+                let d = decode_entry(&limits, key_set.as_deref(), jws, hash);
                 if !matches!(&d, Ok(Decoded { checked: None | Some((_, true)), .. })) {
-                    stop.fetch_min(i, Ordering::Relaxed);
+                    stop.fetch_min(i, Ordering::AcqRel);
                 }
                 d
             });
-            Some((i, Prepared { hash, decoded }))
+            (i, Prepared { hash, decoded })
         };
-        // Decoding alone is ~7 µs an entry, with the signature ~45 µs.
-        let min_parallel = if self.key_set.is_some() { 2 } else { 8 };
-        let threads = if todo.len() >= min_parallel { worker_threads() } else { 1 };
-        for (i, p) in parallel_map(todo.len(), threads, &work).into_iter().flatten() {
+        for (i, p) in pool::map(items, extra, work).into_iter().flatten() {
             if let Some(slot) = prepared.get_mut(i) {
                 *slot = Some(p);
             }
         }
-        // Every slot is filled (a worker that panicked has re-raised its
-        // panic); hash any hole anyway rather than drop an entry.
+        // A hole (its helper panicked) is hashed here and decoded in pass 2.
         prepared
             .into_iter()
             .zip(jws_list)
             .map(|(p, jws)| p.unwrap_or_else(|| Prepared { hash: EntryHash::of(jws), decoded: None }))
             .collect()
-    }
-
-    /// The structural checks of one entry (a pure function of its bytes and
-    /// the limits) and, with a static key set, its signature against the
-    /// set's key for its principal.
-    fn decode_entry(&self, jws: &str, hash: EntryHash) -> Result<Decoded, EntryError> {
-        if jws.len() > self.limits.max_entry_bytes {
-            return Err(EntryError::TooLarge { size: jws.len(), limit: self.limits.max_entry_bytes });
-        }
-        let decoded = decode_compact(jws, self.limits.max_json_depth)?;
-        let payload = KestEntry::from_json(decoded.payload)
-            .map_err(|source| EntryError::Field { segment: Segment::Payload, source })?;
-        let signature: Result<[u8; 64], usize> =
-            decoded.signature.as_slice().try_into().map_err(|_| decoded.signature.len());
-        // Linkage is checked against the passport in pass 2; this is only
-        // the parsed list.
-        let parents = crate::passport::parse_parent_ids(&payload.parent_ids).unwrap_or_default();
-        let entry = Arc::new(Entry { jws: jws.to_owned(), hash, header: decoded.header, payload, parents });
-        let checked = match (&self.key_set, &signature) {
-            (Some(keys), Ok(raw)) => {
-                keys.get(entry.principal()).filter(|key| entry.header.alg == key.allowed_alg()).map(|key| {
-                    let PublicKey::Ed25519(vk) = key;
-                    let message = jws.get(..decoded.signing_input_len).unwrap_or_default().as_bytes();
-                    (KeyId::of(key), vk.verify_strict(message, &Signature::from_bytes(raw)).is_ok())
-                })
-            }
-            _ => None,
-        };
-        Ok(Decoded { entry, cached_key: None, signature: Some(signature), checked })
     }
 
     /// Pass 2 for one entry: everything that depends on the key resolved
@@ -608,6 +591,40 @@ impl Verifier {
     }
 }
 
+/// The structural checks of one entry (a pure function of its bytes and
+/// the limits) and, with a static key set, its signature against the
+/// set's key for its principal.
+fn decode_entry(
+    limits: &Limits,
+    key_set: Option<&KeySet>,
+    jws: &str,
+    hash: EntryHash,
+) -> Result<Decoded, EntryError> {
+    if jws.len() > limits.max_entry_bytes {
+        return Err(EntryError::TooLarge { size: jws.len(), limit: limits.max_entry_bytes });
+    }
+    let decoded = decode_compact(jws, limits.max_json_depth)?;
+    let payload = KestEntry::from_json(decoded.payload)
+        .map_err(|source| EntryError::Field { segment: Segment::Payload, source })?;
+    let signature: Result<[u8; 64], usize> =
+        decoded.signature.as_slice().try_into().map_err(|_| decoded.signature.len());
+    // Linkage is checked against the passport in pass 2; this is only
+    // the parsed list.
+    let parents = crate::passport::parse_parent_ids(&payload.parent_ids).unwrap_or_default();
+    let entry = Arc::new(Entry { jws: jws.to_owned(), hash, header: decoded.header, payload, parents });
+    let checked = match (key_set, &signature) {
+        (Some(keys), Ok(raw)) => {
+            keys.get(entry.principal()).filter(|key| entry.header.alg == key.allowed_alg()).map(|key| {
+                let PublicKey::Ed25519(vk) = key;
+                let message = jws.get(..decoded.signing_input_len).unwrap_or_default().as_bytes();
+                (KeyId::of(key), vk.verify_strict(message, &Signature::from_bytes(raw)).is_ok())
+            })
+        }
+        _ => None,
+    };
+    Ok(Decoded { entry, cached_key: None, signature: Some(signature), checked })
+}
+
 fn expect(found: u8, expected: u8, rule: &'static str) -> Result<(), EntryError> {
     if found == expected { Ok(()) } else { Err(EntryError::TrustMismatch { expected, found, rule }) }
 }
@@ -640,52 +657,9 @@ fn precheck_signature(signature: &Signature, principal: &str) -> Result<(), Entr
     Ok(())
 }
 
-/// How many threads verification may use: the available cores, at most 8
-/// (asked once: the answer reads cgroup files on Linux).
-fn worker_threads() -> usize {
-    static THREADS: OnceLock<usize> = OnceLock::new();
-    *THREADS
-        .get_or_init(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get).min(8))
-}
-
-/// Runs `work(k)` for every `k` in `0..n` on up to `threads` threads (the
-/// calling one included) and returns the results in order. Work is claimed
-/// one index at a time in increasing order, so a loaded core slows the
-/// whole by its share only. A panic in a worker is re-raised here.
-fn parallel_map<R: Send>(n: usize, threads: usize, work: &(dyn Fn(usize) -> R + Sync)) -> Vec<R> {
-    let threads = threads.min(n);
-    if threads < 2 {
-        return (0..n).map(work).collect();
-    }
-    let next = AtomicUsize::new(0);
-    let run = || {
-        let mut out = Vec::new();
-        loop {
-            let k = next.fetch_add(1, Ordering::Relaxed);
-            if k >= n {
-                return out;
-            }
-            out.push((k, work(k)));
-        }
-    };
-    let parts: Vec<Vec<(usize, R)>> = std::thread::scope(|scope| {
-        let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(run)).collect();
-        let mut parts = vec![run()];
-        for helper in helpers {
-            match helper.join() {
-                Ok(part) => parts.push(part),
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
-        }
-        parts
-    });
-    let mut slots: Vec<Option<R>> = std::iter::repeat_with(|| None).take(n).collect();
-    for (k, r) in parts.into_iter().flatten() {
-        if let Some(slot) = slots.get_mut(k) {
-            *slot = Some(r);
-        }
-    }
-    slots.into_iter().flatten().collect()
+/// `BASE64URL(header) "." BASE64URL(payload)` of a decoded entry.
+fn signing_input(jws: &str) -> &[u8] {
+    jws.rsplit_once('.').map_or(&b""[..], |(input, _)| input.as_bytes())
 }
 
 /// Verifies the pending signatures with `verify_strict` (cofactorless, no
@@ -707,17 +681,19 @@ fn check_pending(signatures: &mut [SignatureCheck]) {
     if pending.is_empty() {
         return;
     }
-    let work = |k: usize| {
-        pending.get(k).is_some_and(|s| {
-            let message = s.entry.jws().rsplit_once('.').map_or(&b""[..], |(input, _)| input.as_bytes());
-            s.key.verify_strict(message, &s.signature).is_ok()
-        })
-    };
-    let threads = if pending.len() >= 2 { worker_threads() } else { 1 };
-    let good = parallel_map(pending.len(), threads, &work);
+    let items: Vec<(Arc<Entry>, Signature, VerifyingKey)> =
+        pending.iter().map(|s| (s.entry.clone(), s.signature, s.key)).collect();
+    let extra = if items.len() >= 2 { pool::threads() - 1 } else { 0 };
+    let good = pool::map(items, extra, |(entry, signature, key): &(Arc<Entry>, Signature, VerifyingKey)| {
+        key.verify_strict(signing_input(entry.jws()), signature).is_ok()
+    });
     let mut good = good.into_iter();
     for s in signatures.iter_mut().filter(|s| s.state == SignatureState::Pending) {
-        // A missing result counts as bad: never accept an unchecked entry.
-        s.state = if good.next() == Some(true) { SignatureState::Good } else { SignatureState::Bad };
+        let ok = match good.next() {
+            Some(Some(ok)) => ok,
+            // Lost with a helper that panicked: check it here.
+            _ => s.key.verify_strict(signing_input(s.entry.jws()), &s.signature).is_ok(),
+        };
+        s.state = if ok { SignatureState::Good } else { SignatureState::Bad };
     }
 }

@@ -85,6 +85,46 @@ impl std::fmt::Debug for Verifier {
 /// Keys resolved during one `verify` call: each principal is asked once.
 type ResolvedKeys = HashMap<String, Result<Option<PublicKey>, ResolveError>>;
 
+/// Entries in the first wave of pass 1 (see [`Verifier::verify`]).
+const FIRST_WAVE: usize = 128;
+
+/// First positions of entries by hash, to tell a dangling parent from one
+/// that is merely out of order (and to spot duplicates). Filled as the
+/// entries are checked; the rest of the passport is hashed only when a
+/// parent is not among the entries seen so far.
+struct Positions<'a> {
+    jws_list: &'a [String],
+    first: HashMap<EntryHash, usize>,
+    /// Entries below this index are recorded.
+    filled: usize,
+}
+
+impl<'a> Positions<'a> {
+    fn new(jws_list: &'a [String]) -> Positions<'a> {
+        Positions { jws_list, first: HashMap::with_capacity(jws_list.len()), filled: 0 }
+    }
+
+    /// Records the entry at `index` (in order; already recorded is a no-op).
+    fn record(&mut self, index: usize, hash: EntryHash) {
+        if index >= self.filled {
+            self.first.entry(hash).or_insert(index);
+            self.filled = index + 1;
+        }
+    }
+
+    /// The first position of `hash` in the whole passport.
+    fn first(&mut self, hash: &EntryHash) -> Option<usize> {
+        if let Some(&at) = self.first.get(hash) {
+            return Some(at);
+        }
+        for (i, jws) in self.jws_list.iter().enumerate().skip(self.filled) {
+            self.first.entry(EntryHash::of(jws)).or_insert(i);
+        }
+        self.filled = self.jws_list.len();
+        self.first.get(hash).copied()
+    }
+}
+
 /// An entry decoded in pass 1, or found in the entry cache.
 struct Decoded {
     entry: Arc<Entry>,
@@ -251,48 +291,54 @@ impl Verifier {
             }
             .into());
         }
-        let prepared = self.prepare_all(jws_list);
-
-        // Positions of every entry by hash, to tell a dangling parent from
-        // one that is merely out of order (and to spot duplicates).
-        let mut first_position: HashMap<EntryHash, usize> = HashMap::with_capacity(prepared.len());
-        for (i, p) in prepared.iter().enumerate() {
-            first_position.entry(p.hash).or_insert(i);
-        }
-
+        let mut positions = Positions::new(jws_list);
         let mut verified = Passport::new();
         let mut signatures: Vec<SignatureCheck> = Vec::with_capacity(jws_list.len());
         let mut first_error: Option<VerifyError> = None;
         let mut resolved = ResolvedKeys::new();
 
-        for ((index, jws), p) in jws_list.iter().enumerate().zip(prepared) {
-            let decoded = match p.decoded {
-                Some(d) => d,
-                // Skipped because an earlier entry failed in pass 1: a bad
-                // signature before it decides the result already; without
-                // one, decode it now rather than assume anything.
-                None if signatures.iter().any(|s| s.state == SignatureState::Bad) => break,
-                None => decode_entry(&self.limits, self.key_set.as_deref(), jws, p.hash),
-            };
-            let outcome = decoded.and_then(|d| {
-                self.check_entry(index, d, &first_position, &verified, &mut resolved, &mut signatures)
-            });
-            match outcome {
-                Ok(entry) => {
-                    // Cannot fail: duplicates and parents were checked above.
-                    if let Err(e) = verified.push(entry) {
-                        first_error = Some(VerifyError::Entry {
-                            index,
-                            source: EntryError::DanglingParent(e.to_string()),
-                        });
-                        break;
+        // Waves of entries (the first covers common passports whole, the
+        // next ones double), so that a passport refused in pass 2 costs at
+        // most one wave of work beyond its accepted prefix.
+        let mut start = 0;
+        'waves: while start < jws_list.len() {
+            if signatures.iter().any(|s| s.state == SignatureState::Bad) {
+                // A bad signature decides the result already.
+                break;
+            }
+            let end = start.saturating_mul(2).max(FIRST_WAVE).min(jws_list.len());
+            let wave = jws_list.get(start..end).unwrap_or_default();
+            for ((index, jws), p) in (start..).zip(wave).zip(self.prepare(wave)) {
+                positions.record(index, p.hash);
+                let decoded = match p.decoded {
+                    Some(d) => d,
+                    // Skipped because an earlier entry failed in pass 1: a
+                    // bad signature before it decides the result already;
+                    // without one, decode it now rather than assume anything.
+                    None if signatures.iter().any(|s| s.state == SignatureState::Bad) => break 'waves,
+                    None => decode_entry(&self.limits, self.key_set.as_deref(), jws, p.hash),
+                };
+                let outcome = decoded.and_then(|d| {
+                    self.check_entry(index, d, &mut positions, &verified, &mut resolved, &mut signatures)
+                });
+                match outcome {
+                    Ok(entry) => {
+                        // Cannot fail: duplicates and parents were checked above.
+                        if let Err(e) = verified.push(entry) {
+                            first_error = Some(VerifyError::Entry {
+                                index,
+                                source: EntryError::DanglingParent(e.to_string()),
+                            });
+                            break 'waves;
+                        }
+                    }
+                    Err(source) => {
+                        first_error = Some(VerifyError::Entry { index, source });
+                        break 'waves;
                     }
                 }
-                Err(source) => {
-                    first_error = Some(VerifyError::Entry { index, source });
-                    break;
-                }
             }
+            start = end;
         }
         // Signatures of entries before the first refusal decide first: a
         // one-by-one verifier would have stopped at them.
@@ -316,10 +362,9 @@ impl Verifier {
         Ok(verified)
     }
 
-    /// Pass 1: hashes every entry and decodes it (or finds it in the
-    /// cache), spread over the cores. Once an entry fails, later entries
-    /// are only hashed (their positions are still needed).
-    fn prepare_all(&self, jws_list: &[String]) -> Vec<Prepared> {
+    /// Pass 1 for `jws_list` (one wave of entries): hashes every entry and decodes it (or finds it in the cache), spread over
+    /// the cores. Once an entry fails, later entries are only hashed.
+    fn prepare(&self, jws_list: &[String]) -> Vec<Prepared> {
         let mut prepared: Vec<Option<Prepared>> = Vec::with_capacity(jws_list.len());
         let mut todo: Vec<usize> = Vec::new();
         for (i, jws) in jws_list.iter().enumerate() {
@@ -379,7 +424,7 @@ impl Verifier {
         &self,
         index: usize,
         decoded: Decoded,
-        first_position: &HashMap<EntryHash, usize>,
+        positions: &mut Positions<'_>,
         verified: &Passport,
         resolved: &mut ResolvedKeys,
         signatures: &mut Vec<SignatureCheck>,
@@ -445,12 +490,12 @@ impl Verifier {
         };
 
         // Linkage.
-        if let Some(&first) = first_position.get(&entry.hash)
+        if let Some(first) = positions.first(&entry.hash)
             && first < index
         {
             return Err(EntryError::DuplicateEntry(first));
         }
-        let parents = self.check_links(index, &entry.payload, first_position)?;
+        let parents = self.check_links(index, &entry.payload, positions)?;
         if parents != entry.parents {
             // Not reached (both come from the same list); keep the checked one.
             Arc::make_mut(&mut entry).parents = parents;
@@ -468,7 +513,7 @@ impl Verifier {
         &self,
         index: usize,
         payload: &KestEntry,
-        first_position: &HashMap<EntryHash, usize>,
+        positions: &mut Positions<'_>,
     ) -> Result<Vec<EntryHash>, EntryError> {
         let ids = &payload.parent_ids;
         if ids.is_empty() {
@@ -483,9 +528,9 @@ impl Verifier {
             if parents.contains(&hash) {
                 return Err(EntryError::DuplicateParent(id.clone()));
             }
-            match first_position.get(&hash) {
-                Some(&at) if at < index => {}
-                Some(&at) => {
+            match positions.first(&hash) {
+                Some(at) if at < index => {}
+                Some(at) => {
                     return Err(EntryError::ParentOutOfOrder { parent: id.clone(), parent_index: at });
                 }
                 None => return Err(EntryError::DanglingParent(id.clone())),

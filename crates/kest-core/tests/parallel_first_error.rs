@@ -124,3 +124,43 @@ fn a_cache_hit_gives_the_same_passport() {
     }
     assert_eq!(first.tips(), second.tips());
 }
+
+#[test]
+fn first_error_across_waves() {
+    // Longer than the first wave of pass 1 (128 entries), so later entries
+    // are decoded in further waves and positions are found lazily.
+    let warm = craft_chain(300, |_, _| {}, |_, _| {});
+    let long = |bad: usize, defect: Option<(usize, &'static str)>| {
+        craft_chain(
+            300,
+            |i, v| match defect {
+                Some((at, "trust")) if at == i => v["trust_score"] = json!(101),
+                Some((at, "dangling")) if at == i => v["parent_ids"] = json!(["cd".repeat(32)]),
+                _ => {}
+            },
+            |i, sig| {
+                if i == bad {
+                    sig[40] ^= 0x10;
+                }
+            },
+        )
+    };
+    assert_all_reject(&long(200, Some((250, "trust"))), &warm, ErrorKind::BadSignature, 200);
+    assert_all_reject(&long(280, Some((250, "trust"))), &warm, ErrorKind::InvalidValue, 250);
+    assert_all_reject(&long(299, Some((260, "dangling"))), &warm, ErrorKind::DanglingParent, 260);
+    assert_all_reject(&long(290, None), &warm, ErrorKind::BadSignature, 290);
+    // A parent in a later wave is out of order, not dangling.
+    for (a, b) in [(127, 128), (150, 151), (254, 255), (0, 299)] {
+        let mut swapped = warm.clone();
+        swapped.swap(a, b);
+        // Entry `a` now names a parent found only at `b`.
+        assert_all_reject(&swapped, &warm, ErrorKind::ParentOutOfOrder, a);
+    }
+    // A duplicate in a later wave.
+    let mut dup = warm.clone();
+    dup[200] = dup[10].clone();
+    assert_all_reject(&dup, &warm, ErrorKind::DuplicateEntry, 200);
+    for (name, v) in verifiers(&warm) {
+        v.verify(&UnverifiedPassport::from_entries(warm.clone())).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}

@@ -282,6 +282,9 @@ impl Verifier {
     ///    checked in pass 1 (nor found in the cache under the same key),
     ///    spread over the cores. The lowest bad signature before the first
     ///    refusal of pass 2 is reported first, then that refusal.
+    ///
+    /// Passes 1 and 2 run over waves of entries (128, then doubling), so a
+    /// passport refused early costs little more than its accepted prefix.
     pub fn verify(&self, passport: &UnverifiedPassport) -> Result<Passport, VerifyError> {
         let jws_list = passport.entries();
         if jws_list.len() > self.limits.max_entries {

@@ -466,9 +466,6 @@ impl Verifier {
         }
         let key_id = KeyId::of(&key);
         let cache_hit = cached_key == Some(key_id);
-        if let Some(cache) = &self.cache {
-            cache.count(cache_hit);
-        }
         let pending = if cache_hit {
             // These bytes verified under this very key before.
             None
@@ -505,6 +502,9 @@ impl Verifier {
         }
         if self.semantic {
             self.check_semantics(&entry, verified)?;
+        }
+        if let Some(cache) = &self.cache {
+            cache.count(cache_hit);
         }
         if let Some((signature, key, state)) = pending {
             signatures.push(SignatureCheck { index, entry: entry.clone(), signature, key, key_id, state });

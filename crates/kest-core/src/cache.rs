@@ -1,14 +1,25 @@
 //! The verified-entry cache (SPEC §11): multi-hop verification in
 //! O(new entries).
 //!
-//! A [`VerifiedEntryCache`] remembers which (entry hash, public key) pairs
-//! have passed `verify_strict`. The entry hash covers the whole JWS string
-//! (header, payload and signature), so a hit means "these exact bytes were
-//! checked against this exact key". A [`crate::Verifier`] with a cache
-//! skips only that one call for a hit: decoding, structure, links, `kid`
-//! and `alg`, signer resolution and the semantic rules still run on every
-//! entry of every passport, and a key that the resolver no longer returns
-//! makes the entry fail (`unknown_signer`) whatever the cache holds.
+//! A [`VerifiedEntryCache`] remembers, for each entry of a passport that
+//! passed verification, its decoded form and the key its signature passed
+//! `verify_strict` under. An entry is found by its signature segment and
+//! then compared with the cached one byte for byte over the whole JWS
+//! string (header, payload and signature) — so it also has the same entry
+//! hash, which is not recomputed — and a hit means "these exact bytes were
+//! decoded and checked, and their signature checked against this exact
+//! key". Decoding is a pure function of the bytes and of the size and depth
+//! [`Limits`], so a [`crate::Verifier`] with a cache:
+//!
+//! - reuses the decoded entry only when it was decoded under the same
+//!   limits (otherwise it decodes again);
+//! - skips the `verify_strict` call only when the key resolved *now* for
+//!   the entry's principal is the key it was checked with;
+//! - still runs everything else on every entry of every passport: links
+//!   (parents earlier in *this* passport, duplicates), signer resolution,
+//!   `alg` and `kid` against the key resolved now, and the semantic rules.
+//!   A key that the resolver no longer returns makes the entry fail
+//!   (`unknown_signer`) whatever the cache holds.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -29,51 +40,98 @@
 //! assert_eq!((cache.misses(), cache.hits()), (2, 1));
 //! ```
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use crate::hash::EntryHash;
 use crate::keyset::PublicKey;
+use crate::passport::{Entry, Limits};
 
 /// Default capacity of [`VerifiedEntryCache::default`].
 pub const DEFAULT_CACHE_CAPACITY: usize = 16_384;
 
-/// Number of independently locked shards (the top 4 bits of the first hash
-/// byte pick one).
+/// Default bound on the bytes held by a cache (see
+/// [`VerifiedEntryCache::with_max_bytes`]): 64 MiB.
+pub const DEFAULT_CACHE_MAX_BYTES: usize = 64 << 20;
+
+/// Number of independently locked shards.
 const SHARDS: usize = 16;
 
-/// (entry hash, algorithm, key bytes): what a strict verification proved.
+/// Length of the base64url signature segment of an Ed25519 JWS (64 bytes).
+const SIGNATURE_SEGMENT: usize = 86;
+
+/// Where to look an entry up: its signature segment. Only a lookup key; a
+/// hit is confirmed by comparing the whole JWS.
+type SlotKey = [u8; SIGNATURE_SEGMENT];
+
+fn slot_key(jws: &str) -> Option<SlotKey> {
+    let (_, signature) = jws.rsplit_once('.')?;
+    signature.as_bytes().try_into().ok()
+}
+
+/// (algorithm, key bytes): the key a strict verification used.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) struct CacheKey {
-    hash: EntryHash,
+pub(crate) struct KeyId {
     alg: &'static str,
     key: [u8; 32],
 }
 
-impl CacheKey {
-    /// The key for `hash` checked with `key`.
-    pub(crate) fn new(hash: EntryHash, key: &PublicKey) -> CacheKey {
+impl KeyId {
+    /// The identity of `key`.
+    pub(crate) fn of(key: &PublicKey) -> KeyId {
         match key {
-            PublicKey::Ed25519(vk) => CacheKey { hash, alg: key.allowed_alg(), key: vk.to_bytes() },
+            PublicKey::Ed25519(vk) => KeyId { alg: key.allowed_alg(), key: vk.to_bytes() },
         }
     }
 }
 
-#[derive(Default)]
-struct Shard {
-    set: HashSet<CacheKey>,
-    order: VecDeque<CacheKey>,
+/// The limits decoding depends on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct DecodeLimits {
+    max_entry_bytes: usize,
+    max_json_depth: usize,
 }
 
-/// A bounded, thread-safe set of entries whose signatures verified, keyed
-/// by entry hash and the key (algorithm and bytes) they verified under.
-/// Oldest entries are evicted first (FIFO, per shard). Share it between
-/// verifiers (and threads) with an `Arc`; see the [module docs](self).
+impl From<&Limits> for DecodeLimits {
+    fn from(l: &Limits) -> Self {
+        DecodeLimits { max_entry_bytes: l.max_entry_bytes, max_json_depth: l.max_json_depth }
+    }
+}
+
+/// What one verification proved about an entry.
+struct Slot {
+    entry: Arc<Entry>,
+    key: KeyId,
+    limits: DecodeLimits,
+    /// Estimated memory held (JWS string plus decoded form).
+    bytes: usize,
+}
+
+/// A cache hit on the decoded form: the entry, and the key its signature
+/// was verified under.
+pub(crate) struct Cached {
+    pub(crate) entry: Arc<Entry>,
+    pub(crate) key: KeyId,
+}
+
+#[derive(Default)]
+struct Shard {
+    map: HashMap<SlotKey, Slot>,
+    order: VecDeque<SlotKey>,
+    bytes: usize,
+}
+
+/// A bounded, thread-safe cache of verified entries: the decoded entry and
+/// the key (algorithm and bytes) its signature verified under, by exact
+/// JWS bytes and the limits it was decoded under. Bounded both in entries and in
+/// bytes; oldest entries are evicted first (FIFO, per shard). Share it
+/// between verifiers (and threads) with an `Arc`; see the
+/// [module docs](self).
 pub struct VerifiedEntryCache {
     shards: [Mutex<Shard>; SHARDS],
     per_shard: usize,
+    per_shard_bytes: usize,
     hits: AtomicU64,
     misses: AtomicU64,
 }
@@ -82,6 +140,7 @@ impl fmt::Debug for VerifiedEntryCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("VerifiedEntryCache")
             .field("capacity", &self.capacity())
+            .field("max_bytes", &self.max_bytes())
             .field("len", &self.len())
             .field("hits", &self.hits())
             .field("misses", &self.misses())
@@ -97,14 +156,24 @@ impl Default for VerifiedEntryCache {
 
 impl VerifiedEntryCache {
     /// A cache holding up to `capacity` entries, rounded up to a multiple
-    /// of 16 (its shard count); `0` caches nothing.
+    /// of 16 (its shard count), and at most [`DEFAULT_CACHE_MAX_BYTES`];
+    /// `0` caches nothing.
     pub fn new(capacity: usize) -> VerifiedEntryCache {
         VerifiedEntryCache {
             shards: std::array::from_fn(|_| Mutex::new(Shard::default())),
             per_shard: capacity.div_ceil(SHARDS),
+            per_shard_bytes: DEFAULT_CACHE_MAX_BYTES.div_ceil(SHARDS),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
+    }
+
+    /// Bounds the memory held to about `max_bytes` (rounded up to a
+    /// multiple of 16), estimated per entry as twice its JWS length (the
+    /// string plus its decoded form).
+    pub fn with_max_bytes(mut self, max_bytes: usize) -> VerifiedEntryCache {
+        self.per_shard_bytes = max_bytes.div_ceil(SHARDS);
+        self
     }
 
     /// The maximum number of entries held.
@@ -112,9 +181,14 @@ impl VerifiedEntryCache {
         self.per_shard.saturating_mul(SHARDS)
     }
 
+    /// The (estimated) maximum number of bytes held.
+    pub fn max_bytes(&self) -> usize {
+        self.per_shard_bytes.saturating_mul(SHARDS)
+    }
+
     /// The number of entries held now.
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|m| lock(m).set.len()).sum()
+        self.shards.iter().map(|m| lock(m).map.len()).sum()
     }
 
     /// Whether the cache holds nothing.
@@ -122,7 +196,8 @@ impl VerifiedEntryCache {
         self.len() == 0
     }
 
-    /// Lookups that found the entry (strict verifications skipped).
+    /// Lookups that found the entry verified under the same key (strict
+    /// verifications skipped).
     pub fn hits(&self) -> u64 {
         self.hits.load(Ordering::Relaxed)
     }
@@ -136,38 +211,61 @@ impl VerifiedEntryCache {
     pub fn clear(&self) {
         for m in &self.shards {
             let mut shard = lock(m);
-            shard.set.clear();
+            shard.map.clear();
             shard.order.clear();
+            shard.bytes = 0;
         }
     }
 
-    #[expect(clippy::indexing_slicing, reason = "a u8 shifted right by 4 is below 16 = SHARDS")]
-    fn shard_of(&self, key: &CacheKey) -> MutexGuard<'_, Shard> {
+    #[expect(clippy::indexing_slicing, reason = "a value masked with 15 is below 16 = SHARDS")]
+    fn shard_of(&self, key: &SlotKey) -> MutexGuard<'_, Shard> {
         const _: () = assert!(SHARDS == 16);
-        lock(&self.shards[usize::from(key.hash.as_bytes()[0] >> 4)])
+        // Two characters of the signature's `R`: uniform for real entries.
+        let pick = usize::from(key[0]).wrapping_mul(31).wrapping_add(usize::from(key[1]));
+        lock(&self.shards[pick & (SHARDS - 1)])
     }
 
-    /// Whether `key` is cached; counts a hit or a miss.
-    pub(crate) fn check(&self, key: &CacheKey) -> bool {
-        let found = self.shard_of(key).set.contains(key);
-        let counter = if found { &self.hits } else { &self.misses };
-        counter.fetch_add(1, Ordering::Relaxed);
-        found
-    }
-
-    /// Records a verified entry, evicting the oldest of its shard when full.
-    pub(crate) fn insert(&self, key: CacheKey) {
+    /// The entry whose JWS is exactly `jws`, if it was decoded under the
+    /// same decoding limits. Counts nothing (see
+    /// [`VerifiedEntryCache::count`]).
+    pub(crate) fn get(&self, jws: &str, limits: &Limits) -> Option<Cached> {
         if self.per_shard == 0 {
+            return None;
+        }
+        let key = slot_key(jws)?;
+        let shard = self.shard_of(&key);
+        let slot = shard.map.get(&key)?;
+        (slot.entry.jws() == jws && slot.limits == DecodeLimits::from(limits))
+            .then(|| Cached { entry: slot.entry.clone(), key: slot.key })
+    }
+
+    /// Counts a signature skipped (`hit`) or checked.
+    pub(crate) fn count(&self, hit: bool) {
+        let counter = if hit { &self.hits } else { &self.misses };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records an entry whose structure was checked under `limits` and
+    /// whose signature verified under `key`, replacing what the cache held
+    /// for it and evicting the oldest entries of its shard when full.
+    pub(crate) fn insert(&self, entry: Arc<Entry>, key: KeyId, limits: &Limits) {
+        let bytes = entry.jws().len().saturating_mul(2);
+        let Some(at) = slot_key(entry.jws()) else { return };
+        if self.per_shard == 0 || bytes > self.per_shard_bytes {
             return;
         }
-        let mut shard = self.shard_of(&key);
-        if !shard.set.insert(key) {
-            return;
+        let mut shard = self.shard_of(&at);
+        let slot = Slot { entry, key, limits: limits.into(), bytes };
+        shard.bytes += bytes;
+        if let Some(old) = shard.map.insert(at, slot) {
+            shard.bytes -= old.bytes;
+        } else {
+            shard.order.push_back(at);
         }
-        shard.order.push_back(key);
-        while shard.order.len() > self.per_shard {
-            if let Some(old) = shard.order.pop_front() {
-                shard.set.remove(&old);
+        while shard.order.len() > self.per_shard || shard.bytes > self.per_shard_bytes {
+            let Some(old) = shard.order.pop_front() else { break };
+            if let Some(slot) = shard.map.remove(&old) {
+                shard.bytes -= slot.bytes;
             }
         }
     }

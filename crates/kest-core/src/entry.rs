@@ -349,9 +349,9 @@ fn object(name: &str, value: Value) -> Result<Map<String, Value>, FieldError> {
 fn string_map(name: &str, value: Value) -> Result<BTreeMap<String, String>, FieldError> {
     object(name, value)?
         .into_iter()
-        .map(|(k, v)| {
-            let path = format!("{name}.{k}");
-            string(&path, v).map(|v| (k, v))
+        .map(|(k, v)| match v {
+            Value::String(v) => Ok((k, v)),
+            _ => Err(FieldError::WrongType { name: format!("{name}.{k}"), expected: "a string" }),
         })
         .collect()
 }
@@ -378,11 +378,15 @@ fn trust(value: Value) -> Result<u8, FieldError> {
         .ok_or_else(|| invalid("trust_score", format!("{n} is outside 0..=100")))
 }
 
+/// A UUID in its lowercase hyphenated form (what `Uuid::try_parse` accepts
+/// and writes back unchanged): 8-4-4-4-12 lowercase hex digits.
 fn check_uuid(id: &str) -> Result<(), FieldError> {
-    match uuid::Uuid::try_parse(id) {
-        Ok(u) if u.hyphenated().to_string() == id => Ok(()),
-        _ => Err(invalid("entry_id", format!("`{id}` is not a lowercase hyphenated UUID"))),
-    }
+    let ok = id.len() == 36
+        && id.bytes().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == b'-',
+            _ => matches!(c, b'0'..=b'9' | b'a'..=b'f'),
+        });
+    if ok { Ok(()) } else { Err(invalid("entry_id", format!("`{id}` is not a lowercase hyphenated UUID"))) }
 }
 
 fn digest_or_empty(name: &str, value: Value) -> Result<String, FieldError> {
@@ -413,27 +417,24 @@ fn check_principal(labels: &BTreeMap<String, Value>) -> Result<(), FieldError> {
 
 fn policy_context(value: Value) -> Result<PolicyContext, FieldError> {
     let mut obj = object("policy_context", value)?;
-    let mut list = |name: &str| {
-        let path = format!("policy_context.{name}");
-        let v = obj.remove(name).ok_or_else(|| FieldError::Missing(path.clone()))?;
-        Ok::<_, FieldError>((path, v))
+    // Paths are spelled out only for an error.
+    let mut list = |name: &'static str| {
+        obj.remove(name).ok_or_else(|| FieldError::Missing(format!("policy_context.{name}")))
     };
-    let (p, v) = list("enterprise_policies")?;
-    let enterprise_policies = strings(&p, v)?;
-    let (p, v) = list("platform_policies")?;
-    let platform_policies = strings(&p, v)?;
-    let (p, v) = list("app_policies")?;
-    let app_policies = strings(&p, v)?;
-    let (p, v) = list("function_policies")?;
-    let function_policies = strings(&p, v)?;
-    let (p, v) = list("deviations")?;
-    let Value::Array(items) = v else {
-        return Err(FieldError::WrongType { name: p, expected: "an array of objects" });
+    let enterprise_policies = strings("policy_context.enterprise_policies", list("enterprise_policies")?)?;
+    let platform_policies = strings("policy_context.platform_policies", list("platform_policies")?)?;
+    let app_policies = strings("policy_context.app_policies", list("app_policies")?)?;
+    let function_policies = strings("policy_context.function_policies", list("function_policies")?)?;
+    let Value::Array(items) = list("deviations")? else {
+        return Err(FieldError::WrongType {
+            name: "policy_context.deviations".into(),
+            expected: "an array of objects",
+        });
     };
     let deviations = items
         .into_iter()
         .enumerate()
-        .map(|(i, item)| deviation(&format!("{p}[{i}]"), item))
+        .map(|(i, item)| deviation(&format!("policy_context.deviations[{i}]"), item))
         .collect::<Result<_, _>>()?;
     Ok(PolicyContext {
         enterprise_policies,

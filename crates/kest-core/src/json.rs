@@ -123,11 +123,15 @@ impl<'de> Visitor<'de> for StrictSeed<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut members = Map::new();
         while let Some(key) = map.next_key::<String>()? {
-            if members.contains_key(&key) {
-                return Err(self.fail(JsonError::DuplicateMember(key)));
+            // One lookup per member: the slot found free is filled.
+            match members.entry(key) {
+                serde_json::map::Entry::Occupied(taken) => {
+                    return Err(self.fail(JsonError::DuplicateMember(taken.key().clone())));
+                }
+                serde_json::map::Entry::Vacant(slot) => {
+                    slot.insert(map.next_value_seed(self.nested()?)?);
+                }
             }
-            let value = map.next_value_seed(self.nested()?)?;
-            members.insert(key, value);
         }
         Ok(Value::Object(members))
     }
@@ -181,6 +185,36 @@ pub fn canonicalize_value(value: &Value) -> Result<Vec<u8>, CanonicalizeError> {
     }
 }
 
+/// Whether `bytes` are exactly the RFC 8785 form of `value` (parsed from
+/// them): compared while serializing, without building a copy, when
+/// [`is_jcs_simple`] holds; through the full canonicalizer otherwise.
+pub fn is_canonical(value: &Value, bytes: &[u8]) -> bool {
+    if is_jcs_simple(value) {
+        let mut rest = Expect(bytes);
+        serde_json::to_writer(&mut rest, value).is_ok() && rest.0.is_empty()
+    } else {
+        canonicalize(value).is_ok_and(|c| c == bytes)
+    }
+}
+
+/// A writer that accepts only the bytes it still expects.
+struct Expect<'a>(&'a [u8]);
+
+impl std::io::Write for Expect<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self.0.strip_prefix(buf) {
+            Some(rest) => {
+                self.0 = rest;
+                Ok(buf.len())
+            }
+            None => Err(std::io::Error::other("not the expected bytes")),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Serializes `value` as RFC 8785 canonical JSON (UTF-8 bytes).
 ///
 /// ```
@@ -214,6 +248,11 @@ mod tests {
         for doc in docs {
             let v: Value = serde_json::from_str(doc).unwrap_or(Value::Null);
             assert_eq!(canonicalize_value(&v).ok(), canonicalize(&v).ok(), "{doc}");
+            let canonical = canonicalize(&v).unwrap_or_default();
+            assert!(is_canonical(&v, &canonical), "{doc}");
+            assert!(!is_canonical(&v, doc.as_bytes()) || doc.as_bytes() == canonical, "{doc}");
+            assert!(!is_canonical(&v, &canonical[..canonical.len() - 1]), "{doc}");
+            assert!(!is_canonical(&v, &[canonical.as_slice(), b" "].concat()), "{doc}");
         }
         let sorted: Value =
             serde_json::from_str(r#"{"a":[{"b":null,"c":-1}],"d":"é"}"#).unwrap_or(Value::Null);

@@ -96,8 +96,7 @@ pub fn decode_compact(jws: &str, max_depth: usize) -> Result<DecodedJws, EntryEr
     if !payload.is_object() {
         return Err(EntryError::NotObject(Segment::Payload));
     }
-    let canonical = crate::json::canonicalize_value(&payload).map_err(|_| EntryError::NotCanonical)?;
-    if canonical != payload_bytes {
+    if !crate::json::is_canonical(&payload, &payload_bytes) {
         return Err(EntryError::NotCanonical);
     }
     Ok(DecodedJws {

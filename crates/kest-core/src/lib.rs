@@ -55,12 +55,13 @@ mod error;
 mod hash;
 mod keyset;
 mod passport;
+mod pool;
 mod resolve;
 mod signer;
 mod trust;
 mod verify;
 
-pub use cache::{DEFAULT_CACHE_CAPACITY, VerifiedEntryCache};
+pub use cache::{DEFAULT_CACHE_CAPACITY, DEFAULT_CACHE_MAX_BYTES, VerifiedEntryCache};
 pub use entry::{
     Classification, Deviation, KestEntry, LABEL_IDENTITY, LABEL_PRINCIPAL, LABEL_RESOURCE_ATTR,
     LABEL_SOURCE_TYPE, LABEL_TRACE_ID, LABEL_TRUST_EVALUATOR, LABEL_TRUST_OVERRIDE, PolicyContext,

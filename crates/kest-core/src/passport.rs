@@ -143,7 +143,7 @@ pub fn sign_entry(entry: KestEntry, signer: &dyn Signer) -> Result<SignedEntry, 
     Ok(SignedEntry(Entry { jws, hash, header, payload: entry, parents }))
 }
 
-fn parse_parent_ids(ids: &[String]) -> Result<Vec<EntryHash>, String> {
+pub(crate) fn parse_parent_ids(ids: &[String]) -> Result<Vec<EntryHash>, String> {
     if matches!(ids, [only] if only == ROOT_PARENT) {
         return Ok(Vec::new());
     }

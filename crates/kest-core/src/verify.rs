@@ -2,12 +2,14 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use curve25519_dalek::edwards::CompressedEdwardsY;
 use curve25519_dalek::scalar::Scalar;
 use ed25519_dalek::{Signature, VerifyingKey};
 
-use crate::cache::{CacheKey, VerifiedEntryCache};
+use crate::cache::{Cached, KeyId, VerifiedEntryCache};
+use crate::encoding::b64url_decode;
 use crate::entry::{
     Classification, KestEntry, LABEL_SOURCE_TYPE, LABEL_TRUST_EVALUATOR, LABEL_TRUST_OVERRIDE, ROOT_PARENT,
 };
@@ -16,6 +18,7 @@ use crate::hash::EntryHash;
 use crate::jws::decode_compact;
 use crate::keyset::{KeySet, PublicKey};
 use crate::passport::{Entry, Limits, Passport, UnverifiedPassport};
+use crate::pool;
 use crate::resolve::{KeyResolver, ResolveError};
 use crate::trust::{
     MISSING_ROOT_ORIGIN_SCORE, MISSING_SELF_SCORE, OriginMap, TrustEvaluator, WEAKEST_LINK, WeakestLink,
@@ -24,16 +27,20 @@ use crate::trust::{
 
 /// Verifies passports against a key set or a [`KeyResolver`].
 ///
-/// Every entry is decoded once, its structure, algorithm, `kid`, signer
-/// and links are checked in order, and the signatures of all entries before
-/// the first refusal are then checked with `verify_strict` (cofactorless;
-/// small-order or non-canonical `R`, non-canonical `s` refused; weak and
-/// mixed-order keys are refused when the key set is built), spread over
-/// the available cores for larger passports. A refused signature is then
-/// examined to name the defect. Signatures are not batch-verified: batching
-/// cannot keep the strict semantics cheaply (see `first_bad_signature`).
-/// The error reported is always the one a one-by-one verifier would report
-/// first. There is no mode that skips a signature.
+/// Every entry is decoded once (or found in the verified-entry cache,
+/// decoded from the same bytes under the same limits), spread over the
+/// available cores; its structure, algorithm, `kid`, signer and links are
+/// then checked in order, and every signature of the entries before the
+/// first refusal is checked with `verify_strict` (cofactorless; small-order
+/// or non-canonical `R`, non-canonical `s` refused; weak and mixed-order
+/// keys are refused when the key set is built) — with a static key set
+/// while decoding, on all cores, with a resolver once the keys are
+/// resolved in order. A refused signature is then examined to name the
+/// defect. Signatures are not batch-verified: batching cannot keep the
+/// strict semantics cheaply (see `check_pending`). The error reported is
+/// always the one a one-by-one verifier would report first. There is no
+/// mode that skips a signature, except one the cache saw verify under the
+/// very key resolved now.
 ///
 /// ```
 /// use kest_core::{Ed25519Signer, EntryDraft, ErrorKind, KeySet, Passport, Signer, TrustRules, Verifier};
@@ -78,18 +85,82 @@ impl std::fmt::Debug for Verifier {
 /// Keys resolved during one `verify` call: each principal is asked once.
 type ResolvedKeys = HashMap<String, Result<Option<PublicKey>, ResolveError>>;
 
-/// From this many signatures on, strict verification is spread over the
-/// available cores.
-const PARALLEL_THRESHOLD: usize = 32;
+/// Entries in the first wave of pass 1 (see [`Verifier::verify`]).
+const FIRST_WAVE: usize = 128;
 
-/// A signature waiting for the strict check.
-struct PendingSignature<'a> {
+/// First positions of entries by hash, to tell a dangling parent from one
+/// that is merely out of order (and to spot duplicates). Filled as the
+/// entries are checked; the rest of the passport is hashed only when a
+/// parent is not among the entries seen so far.
+struct Positions<'a> {
+    jws_list: &'a [String],
+    first: HashMap<EntryHash, usize>,
+    /// Entries below this index are recorded.
+    filled: usize,
+}
+
+impl<'a> Positions<'a> {
+    fn new(jws_list: &'a [String]) -> Positions<'a> {
+        Positions { jws_list, first: HashMap::with_capacity(jws_list.len()), filled: 0 }
+    }
+
+    /// Records the entry at `index` (in order; already recorded is a no-op).
+    fn record(&mut self, index: usize, hash: EntryHash) {
+        if index >= self.filled {
+            self.first.entry(hash).or_insert(index);
+            self.filled = index + 1;
+        }
+    }
+
+    /// The first position of `hash` in the whole passport.
+    fn first(&mut self, hash: &EntryHash) -> Option<usize> {
+        if let Some(&at) = self.first.get(hash) {
+            return Some(at);
+        }
+        for (i, jws) in self.jws_list.iter().enumerate().skip(self.filled) {
+            self.first.entry(EntryHash::of(jws)).or_insert(i);
+        }
+        self.filled = self.jws_list.len();
+        self.first.get(hash).copied()
+    }
+}
+
+/// An entry decoded in pass 1, or found in the entry cache.
+struct Decoded {
+    entry: Arc<Entry>,
+    /// The key the cache saw this entry's signature verify under.
+    cached_key: Option<KeyId>,
+    /// The raw signature, or the length found when it is not 64 bytes
+    /// (`None` for a cache hit: decoded again only if needed).
+    signature: Option<Result<[u8; 64], usize>>,
+    /// With a static key set: `verify_strict` already run in pass 1 with
+    /// the set's key for the principal, and its outcome.
+    checked: Option<(KeyId, bool)>,
+}
+
+/// Pass 1's result for one entry.
+struct Prepared {
+    hash: EntryHash,
+    /// `None` when skipped because an earlier entry had already failed.
+    decoded: Option<Result<Decoded, EntryError>>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SignatureState {
+    /// `verify_strict` still to run.
+    Pending,
+    Good,
+    Bad,
+}
+
+/// The signature of an entry accepted by pass 2 (cache hits excepted).
+struct SignatureCheck {
     index: usize,
-    message: &'a [u8],
+    entry: Arc<Entry>,
     signature: Signature,
     key: VerifyingKey,
-    principal: String,
-    cache_key: CacheKey,
+    key_id: KeyId,
+    state: SignatureState,
 }
 
 impl Verifier {
@@ -166,11 +237,15 @@ impl Verifier {
         self
     }
 
-    /// Shares a verified-entry cache (SPEC §11): an entry whose (hash, key)
-    /// is in it skips only its `verify_strict` call; every other rule still
-    /// runs on the whole passport, and the signer's key is still resolved
-    /// (a key no longer returned fails the entry). Entries whose signature
-    /// was checked are added after a successful verification only.
+    /// Shares a verified-entry cache (SPEC §11): an entry whose exact bytes
+    /// are in it, decoded under the same size and depth limits, is not
+    /// decoded again, and skips its `verify_strict` call when the key
+    /// resolved now for its principal is the one it verified under. Every
+    /// other rule still runs on the whole passport — links, duplicates,
+    /// `alg` and `kid` against the key resolved now, the semantic rules —
+    /// and the signer's key is still resolved (a key no longer returned
+    /// fails the entry). Entries are added after a successful verification
+    /// only.
     pub fn entry_cache(mut self, cache: Arc<VerifiedEntryCache>) -> Verifier {
         self.cache = Some(cache);
         self
@@ -195,6 +270,21 @@ impl Verifier {
 
     /// Verifies every entry; returns the verified passport or the first
     /// error (with the entry index).
+    ///
+    /// Three passes, with the result of a one-by-one verifier:
+    /// 1. every entry is hashed and decoded (structure, strict JSON,
+    ///    RFC 8785, payload model) — or found in the entry cache, decoded
+    ///    from the same bytes under the same limits — spread over the cores;
+    ///    with a static key set its signature is checked there too;
+    /// 2. in order, up to the first refusal: signer resolution, `alg`,
+    ///    `kid`, signature length, duplicates, links, semantic rules;
+    /// 3. the signatures of the entries accepted by pass 2 that were not
+    ///    checked in pass 1 (nor found in the cache under the same key),
+    ///    spread over the cores. The lowest bad signature before the first
+    ///    refusal of pass 2 is reported first, then that refusal.
+    ///
+    /// Passes 1 and 2 run over waves of entries (128, then doubling), so a
+    /// passport refused early costs little more than its accepted prefix.
     pub fn verify(&self, passport: &UnverifiedPassport) -> Result<Passport, VerifyError> {
         let jws_list = passport.entries();
         if jws_list.len() > self.limits.max_entries {
@@ -204,141 +294,229 @@ impl Verifier {
             }
             .into());
         }
-        // Positions of every entry by hash, to tell a dangling parent from
-        // one that is merely out of order (and to spot duplicates).
-        let hashes: Vec<EntryHash> = jws_list.iter().map(|j| EntryHash::of(j)).collect();
-        let mut first_position: HashMap<EntryHash, usize> = HashMap::with_capacity(hashes.len());
-        for (i, h) in hashes.iter().enumerate() {
-            first_position.entry(*h).or_insert(i);
-        }
-
+        let mut positions = Positions::new(jws_list);
         let mut verified = Passport::new();
-        let mut pending: Vec<PendingSignature<'_>> = Vec::with_capacity(jws_list.len());
+        let mut signatures: Vec<SignatureCheck> = Vec::with_capacity(jws_list.len());
         let mut first_error: Option<VerifyError> = None;
         let mut resolved = ResolvedKeys::new();
 
-        for ((index, jws), hash) in jws_list.iter().enumerate().zip(hashes.iter().copied()) {
-            match self.check_entry(index, jws, hash, &first_position, &verified, &mut resolved) {
-                Ok((entry, sig)) => {
-                    pending.push(sig);
-                    // Cannot fail: duplicates and parents were checked above.
-                    if let Err(e) = verified.push(Arc::new(entry)) {
-                        first_error = Some(VerifyError::Entry {
-                            index,
-                            source: EntryError::DanglingParent(e.to_string()),
-                        });
-                        break;
+        // Waves of entries (the first covers common passports whole, the
+        // next ones double), so that a passport refused in pass 2 costs at
+        // most one wave of work beyond its accepted prefix.
+        let mut start = 0;
+        'waves: while start < jws_list.len() {
+            if signatures.iter().any(|s| s.state == SignatureState::Bad) {
+                // A bad signature decides the result already.
+                break;
+            }
+            let end = start.saturating_mul(2).max(FIRST_WAVE).min(jws_list.len());
+            let wave = jws_list.get(start..end).unwrap_or_default();
+            for ((index, jws), p) in (start..).zip(wave).zip(self.prepare(wave)) {
+                positions.record(index, p.hash);
+                let decoded = match p.decoded {
+                    Some(d) => d,
+                    // Skipped because an earlier entry failed in pass 1: a
+                    // bad signature before it decides the result already;
+                    // without one, decode it now rather than assume anything.
+                    None if signatures.iter().any(|s| s.state == SignatureState::Bad) => break 'waves,
+                    None => decode_entry(&self.limits, self.key_set.as_deref(), jws, p.hash),
+                };
+                let outcome = decoded.and_then(|d| {
+                    self.check_entry(index, d, &mut positions, &verified, &mut resolved, &mut signatures)
+                });
+                match outcome {
+                    Ok(entry) => {
+                        // Cannot fail: duplicates and parents were checked above.
+                        if let Err(e) = verified.push(entry) {
+                            first_error = Some(VerifyError::Entry {
+                                index,
+                                source: EntryError::DanglingParent(e.to_string()),
+                            });
+                            break 'waves;
+                        }
+                    }
+                    Err(source) => {
+                        first_error = Some(VerifyError::Entry { index, source });
+                        break 'waves;
                     }
                 }
-                Err(source) => {
-                    first_error = Some(VerifyError::Entry { index, source });
-                    break;
-                }
             }
+            start = end;
         }
-        // Signatures this cache has seen verified under the same key need
-        // not be checked again; everything else above ran regardless.
-        if let Some(cache) = &self.cache {
-            pending.retain(|p| !cache.check(&p.cache_key));
-        }
-        // Signatures of entries before the first structural error decide
-        // first: a one-by-one verifier would have stopped at them.
-        if let Some(bad) = first_bad_signature(&pending) {
-            return Err(bad);
+        // Signatures of entries before the first refusal decide first: a
+        // one-by-one verifier would have stopped at them.
+        check_pending(&mut signatures);
+        if let Some(bad) = signatures.iter().find(|s| s.state == SignatureState::Bad) {
+            return Err(VerifyError::Entry {
+                index: bad.index,
+                source: precheck_signature(&bad.signature, bad.entry.principal())
+                    .err()
+                    .unwrap_or_else(|| EntryError::BadSignature(bad.entry.principal().to_owned())),
+            });
         }
         if let Some(e) = first_error {
             return Err(e);
         }
         if let Some(cache) = &self.cache {
-            for p in &pending {
-                cache.insert(p.cache_key);
+            for s in signatures {
+                cache.insert(s.entry, s.key_id, &self.limits);
             }
         }
         Ok(verified)
     }
 
-    fn check_entry<'a>(
+    /// Pass 1 for `jws_list` (one wave of entries): hashes every entry and decodes it (or finds it in the cache), spread over
+    /// the cores. Once an entry fails, later entries are only hashed.
+    fn prepare(&self, jws_list: &[String]) -> Vec<Prepared> {
+        let mut prepared: Vec<Option<Prepared>> = Vec::with_capacity(jws_list.len());
+        let mut todo: Vec<usize> = Vec::new();
+        for (i, jws) in jws_list.iter().enumerate() {
+            match self.cache.as_ref().and_then(|c| c.get(jws, &self.limits)) {
+                Some(Cached { entry, key }) => prepared.push(Some(Prepared {
+                    hash: entry.hash(),
+                    decoded: Some(Ok(Decoded {
+                        entry,
+                        cached_key: Some(key),
+                        signature: None,
+                        checked: None,
+                    })),
+                })),
+                None => {
+                    prepared.push(None);
+                    todo.push(i);
+                }
+            }
+        }
+        // The index of the first entry known to fail.
+        let stop = Arc::new(AtomicUsize::new(usize::MAX));
+        let items: Vec<(usize, String)> =
+            todo.iter().filter_map(|&i| Some((i, jws_list.get(i)?.clone()))).collect();
+        // Decoding alone is ~7 µs an entry, with the signature ~45 µs.
+        let min_parallel = if self.key_set.is_some() { 2 } else { 8 };
+        let extra = if items.len() >= min_parallel { pool::threads() - 1 } else { 0 };
+        let (limits, key_set) = (self.limits, self.key_set.clone());
+        let shared_stop = stop.clone();
+        let work = move |(i, jws): &(usize, String)| {
+            let (i, stop) = (*i, &shared_stop);
+            let hash = EntryHash::of(jws);
+            let decoded = (i <= stop.load(Ordering::Acquire)).then(|| {
+                let d = decode_entry(&limits, key_set.as_deref(), jws, hash);
+                if !matches!(&d, Ok(Decoded { checked: None | Some((_, true)), .. })) {
+                    stop.fetch_min(i, Ordering::AcqRel);
+                }
+                d
+            });
+            (i, Prepared { hash, decoded })
+        };
+        for (i, p) in pool::map(items, extra, work).into_iter().flatten() {
+            if let Some(slot) = prepared.get_mut(i) {
+                *slot = Some(p);
+            }
+        }
+        // A hole (its helper panicked) is hashed here and decoded in pass 2.
+        prepared
+            .into_iter()
+            .zip(jws_list)
+            .map(|(p, jws)| p.unwrap_or_else(|| Prepared { hash: EntryHash::of(jws), decoded: None }))
+            .collect()
+    }
+
+    /// Pass 2 for one entry: everything that depends on the key resolved
+    /// now and on the rest of the passport.
+    fn check_entry(
         &self,
         index: usize,
-        jws: &'a str,
-        hash: EntryHash,
-        first_position: &HashMap<EntryHash, usize>,
+        decoded: Decoded,
+        positions: &mut Positions<'_>,
         verified: &Passport,
         resolved: &mut ResolvedKeys,
-    ) -> Result<(Entry, PendingSignature<'a>), EntryError> {
-        if jws.len() > self.limits.max_entry_bytes {
-            return Err(EntryError::TooLarge { size: jws.len(), limit: self.limits.max_entry_bytes });
-        }
-        let decoded = decode_compact(jws, self.limits.max_json_depth)?;
-        let payload = KestEntry::from_json(decoded.payload)
-            .map_err(|source| EntryError::Field { segment: Segment::Payload, source })?;
-        let principal = payload.principal().to_owned();
+        signatures: &mut Vec<SignatureCheck>,
+    ) -> Result<Arc<Entry>, EntryError> {
+        let Decoded { mut entry, cached_key, signature, checked } = decoded;
+        let principal = entry.principal();
 
         // Cryptographic preconditions: signer known, alg fixed by key type,
         // kid consistent.
-        let key = match resolved
-            .entry(principal.clone())
-            .or_insert_with(|| self.resolver.resolve(&principal))
-            .clone()
-        {
-            Ok(Some(key)) => key,
-            Ok(None) => return Err(EntryError::UnknownSigner(principal)),
-            Err(source) => return Err(EntryError::KeyUnavailable { principal, source }),
+        let found = match resolved.get(principal) {
+            Some(found) => found.clone(),
+            None => {
+                let found = self.resolver.resolve(principal);
+                resolved.insert(principal.to_owned(), found.clone());
+                found
+            }
         };
-        if decoded.header.alg != key.allowed_alg() {
+        let key = match found {
+            Ok(Some(key)) => key,
+            Ok(None) => return Err(EntryError::UnknownSigner(principal.to_owned())),
+            Err(source) => {
+                return Err(EntryError::KeyUnavailable { principal: principal.to_owned(), source });
+            }
+        };
+        if entry.header.alg != key.allowed_alg() {
             return Err(EntryError::AlgorithmNotAllowed {
-                alg: decoded.header.alg.clone(),
-                principal,
+                alg: entry.header.alg.clone(),
+                principal: principal.to_owned(),
                 allowed: key.allowed_alg(),
             });
         }
-        if let Some(kid) = &decoded.header.kid
-            && *kid != principal
+        if let Some(kid) = &entry.header.kid
+            && kid != principal
         {
-            return Err(EntryError::KidMismatch { kid: kid.clone(), principal });
+            return Err(EntryError::KidMismatch { kid: kid.clone(), principal: principal.to_owned() });
         }
-        let cache_key = CacheKey::new(hash, &key);
-        let PublicKey::Ed25519(vk) = key;
-        // The signing input is everything before the last `.` (decoding
-        // checked there are exactly three segments).
-        let message =
-            jws.rsplit_once('.').map(|(input, _)| input.as_bytes()).ok_or(EntryError::SegmentCount(1))?;
-        debug_assert_eq!(message.len(), decoded.signing_input_len);
-        let raw: [u8; 64] = decoded
-            .signature
-            .as_slice()
-            .try_into()
-            .map_err(|_| EntryError::SignatureLength(decoded.signature.len()))?;
-        let signature = Signature::from_bytes(&raw);
+        let key_id = KeyId::of(&key);
+        let cache_hit = cached_key == Some(key_id);
+        let pending = if cache_hit {
+            // These bytes verified under this very key before.
+            None
+        } else {
+            let raw = match signature {
+                Some(s) => s,
+                None => signature_bytes(entry.jws())?,
+            }
+            .map_err(EntryError::SignatureLength)?;
+            let state = match checked {
+                Some((checked_with, ok)) if checked_with == key_id => {
+                    if ok {
+                        SignatureState::Good
+                    } else {
+                        SignatureState::Bad
+                    }
+                }
+                _ => SignatureState::Pending,
+            };
+            let PublicKey::Ed25519(vk) = key;
+            Some((Signature::from_bytes(&raw), vk, state))
+        };
 
         // Linkage.
-        if let Some(&first) = first_position.get(&hash)
+        if let Some(first) = positions.first(&entry.hash)
             && first < index
         {
             return Err(EntryError::DuplicateEntry(first));
         }
-        let parents = self.check_links(index, &payload, first_position)?;
-
-        let entry = Entry { jws: jws.to_owned(), hash, header: decoded.header, payload, parents };
+        let parents = self.check_links(index, &entry.payload, positions)?;
+        if parents != entry.parents {
+            // Not reached (both come from the same list); keep the checked one.
+            Arc::make_mut(&mut entry).parents = parents;
+        }
         if self.semantic {
             self.check_semantics(&entry, verified)?;
         }
-        let sig = PendingSignature {
-            index,
-            message,
-            signature,
-            key: vk,
-            principal: entry.principal().to_owned(),
-            cache_key,
-        };
-        Ok((entry, sig))
+        if let Some(cache) = &self.cache {
+            cache.count(cache_hit);
+        }
+        if let Some((signature, key, state)) = pending {
+            signatures.push(SignatureCheck { index, entry: entry.clone(), signature, key, key_id, state });
+        }
+        Ok(entry)
     }
 
     fn check_links(
         &self,
         index: usize,
         payload: &KestEntry,
-        first_position: &HashMap<EntryHash, usize>,
+        positions: &mut Positions<'_>,
     ) -> Result<Vec<EntryHash>, EntryError> {
         let ids = &payload.parent_ids;
         if ids.is_empty() {
@@ -353,9 +531,9 @@ impl Verifier {
             if parents.contains(&hash) {
                 return Err(EntryError::DuplicateParent(id.clone()));
             }
-            match first_position.get(&hash) {
-                Some(&at) if at < index => {}
-                Some(&at) => {
+            match positions.first(&hash) {
+                Some(at) if at < index => {}
+                Some(at) => {
                     return Err(EntryError::ParentOutOfOrder { parent: id.clone(), parent_index: at });
                 }
                 None => return Err(EntryError::DanglingParent(id.clone())),
@@ -461,8 +639,50 @@ impl Verifier {
     }
 }
 
+/// The structural checks of one entry (a pure function of its bytes and
+/// the limits) and, with a static key set, its signature against the
+/// set's key for its principal.
+fn decode_entry(
+    limits: &Limits,
+    key_set: Option<&KeySet>,
+    jws: &str,
+    hash: EntryHash,
+) -> Result<Decoded, EntryError> {
+    if jws.len() > limits.max_entry_bytes {
+        return Err(EntryError::TooLarge { size: jws.len(), limit: limits.max_entry_bytes });
+    }
+    let decoded = decode_compact(jws, limits.max_json_depth)?;
+    let payload = KestEntry::from_json(decoded.payload)
+        .map_err(|source| EntryError::Field { segment: Segment::Payload, source })?;
+    let signature: Result<[u8; 64], usize> =
+        decoded.signature.as_slice().try_into().map_err(|_| decoded.signature.len());
+    // Linkage is checked against the passport in pass 2; this is only
+    // the parsed list.
+    let parents = crate::passport::parse_parent_ids(&payload.parent_ids).unwrap_or_default();
+    let entry = Arc::new(Entry { jws: jws.to_owned(), hash, header: decoded.header, payload, parents });
+    let checked = match (key_set, &signature) {
+        (Some(keys), Ok(raw)) => {
+            keys.get(entry.principal()).filter(|key| entry.header.alg == key.allowed_alg()).map(|key| {
+                let PublicKey::Ed25519(vk) = key;
+                let message = jws.get(..decoded.signing_input_len).unwrap_or_default().as_bytes();
+                (KeyId::of(key), vk.verify_strict(message, &Signature::from_bytes(raw)).is_ok())
+            })
+        }
+        _ => None,
+    };
+    Ok(Decoded { entry, cached_key: None, signature: Some(signature), checked })
+}
+
 fn expect(found: u8, expected: u8, rule: &'static str) -> Result<(), EntryError> {
     if found == expected { Ok(()) } else { Err(EntryError::TrustMismatch { expected, found, rule }) }
+}
+
+/// The raw signature of a compact JWS (its third segment), or the length
+/// found when it is not 64 bytes.
+fn signature_bytes(jws: &str) -> Result<Result<[u8; 64], usize>, EntryError> {
+    let (_, s64) = jws.rsplit_once('.').ok_or(EntryError::SegmentCount(1))?;
+    let raw = b64url_decode(s64).map_err(|_| EntryError::Base64(Segment::Signature))?;
+    Ok(raw.as_slice().try_into().map_err(|_| raw.len()))
 }
 
 /// Names why `verify_strict` refused a signature when the encoding itself is
@@ -485,8 +705,14 @@ fn precheck_signature(signature: &Signature, principal: &str) -> Result<(), Entr
     Ok(())
 }
 
-/// Verifies the pending signatures one by one with `verify_strict`
-/// (cofactorless, no small-order `R` or key) and returns the first bad one.
+/// `BASE64URL(header) "." BASE64URL(payload)` of a decoded entry.
+fn signing_input(jws: &str) -> &[u8] {
+    jws.rsplit_once('.').map_or(&b""[..], |(input, _)| input.as_bytes())
+}
+
+/// Verifies the pending signatures with `verify_strict` (cofactorless, no
+/// small-order `R` or key), spread over the cores, and marks each good or
+/// bad.
 ///
 /// Not `ed25519_dalek::verify_batch`: its random-weight equation is
 /// cofactorless, so a signature whose defect `R - sB + hA` is a torsion
@@ -497,32 +723,25 @@ fn precheck_signature(signature: &Signature, principal: &str) -> Result<(), Entr
 /// and whether an entry verifies would depend on its neighbours. Ruling
 /// that out needs a prime-order-subgroup check of every `R`, which costs
 /// more than the batch saves (tests/batch_strictness.rs).
-fn first_bad_signature(pending: &[PendingSignature<'_>]) -> Option<VerifyError> {
-    let bad = |p: &PendingSignature<'_>| p.key.verify_strict(p.message, &p.signature).is_err();
-    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get).min(8);
-    let first = if threads < 2 || pending.len() < PARALLEL_THRESHOLD {
-        pending.iter().find(|p| bad(p))
-    } else {
-        // Strict verification is independent per entry: split the work over
-        // the cores and keep the lowest failing index, as one-by-one would.
-        let chunk = pending.len().div_ceil(threads);
-        std::thread::scope(|scope| {
-            let workers: Vec<_> =
-                pending.chunks(chunk).map(|part| scope.spawn(move || part.iter().find(|p| bad(p)))).collect();
-            // A worker cannot panic (verify_strict does not), but if one did
-            // its chunk would be unverified: treat that chunk's first entry
-            // as bad rather than accept.
-            workers
-                .into_iter()
-                .zip(pending.chunks(chunk))
-                .find_map(|(w, part)| w.join().unwrap_or_else(|_| part.first()))
-        })
-    };
-    // Name the defect: a malformed encoding, or simply a wrong signature.
-    first.map(|p| VerifyError::Entry {
-        index: p.index,
-        source: precheck_signature(&p.signature, &p.principal)
-            .err()
-            .unwrap_or_else(|| EntryError::BadSignature(p.principal.clone())),
-    })
+fn check_pending(signatures: &mut [SignatureCheck]) {
+    let pending: Vec<&SignatureCheck> =
+        signatures.iter().filter(|s| s.state == SignatureState::Pending).collect();
+    if pending.is_empty() {
+        return;
+    }
+    let items: Vec<(Arc<Entry>, Signature, VerifyingKey)> =
+        pending.iter().map(|s| (s.entry.clone(), s.signature, s.key)).collect();
+    let extra = if items.len() >= 2 { pool::threads() - 1 } else { 0 };
+    let good = pool::map(items, extra, |(entry, signature, key): &(Arc<Entry>, Signature, VerifyingKey)| {
+        key.verify_strict(signing_input(entry.jws()), signature).is_ok()
+    });
+    let mut good = good.into_iter();
+    for s in signatures.iter_mut().filter(|s| s.state == SignatureState::Pending) {
+        let ok = match good.next() {
+            Some(Some(ok)) => ok,
+            // Lost with a helper that panicked: check it here.
+            _ => s.key.verify_strict(signing_input(s.entry.jws()), &s.signature).is_ok(),
+        };
+        s.state = if ok { SignatureState::Good } else { SignatureState::Bad };
+    }
 }

@@ -199,11 +199,8 @@ fn run_pipeline(kest: &Arc<Kest>, actors: &Actors, confidential: bool) -> Result
 /// same payment earlier in the flow. Returns the decisions, in order.
 fn run_four_eyes(kest: &Arc<Kest>) -> Result<Vec<bool>, CliError> {
     let cfg = |e: kest::runtime::ConfigError| CliError(e.to_string());
-    let approve = Verified::builder("approve_payment")
-        .policy("cedar:invoke")
-        .action("approve")
-        .build()
-        .map_err(cfg)?;
+    let approve =
+        Verified::builder("approve_payment").policy("cedar:invoke").action("approve").build().map_err(cfg)?;
     let mut decisions = Vec::new();
     for (label, approver) in
         [("alone", None), ("approved by herself", Some("alice")), ("approved by bob", Some("bob"))]

@@ -151,7 +151,7 @@ impl Picture {
 
     fn status(&self) -> (&'static str, &'static str) {
         if self.verified {
-            ("✓ VERIFIED: every signature and parent link was checked against the given keys", "verified")
+            ("✓ VERIFIED: signatures and parent links checked against the given keys", "verified")
         } else {
             ("⚠ UNVERIFIED: decoded only, signatures NOT checked (pass --keys to verify)", "unverified")
         }

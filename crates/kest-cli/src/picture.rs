@@ -15,7 +15,9 @@
 //! `data-entry-hash` and `data-trust`; a denied step (an entry tainted
 //! `failed_execution`, or the refused call drawn as a ghost node with an
 //! empty `data-entry-hash`) has the class `denied`; the `<svg>` carries
-//! `data-entries` (the entry count) and `data-verified`.
+//! `data-entries` (the entry count) and `data-verified`. A failed run is the
+//! entry that added the `failed_execution` taint, not its descendants,
+//! which inherit the taint.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
@@ -205,7 +207,7 @@ impl Picture {
         for (i, node) in self.nodes.iter().enumerate() {
             let Some(p) = lay.nodes.get(i) else { continue };
             let (cx, y) = centre(p);
-            draw_node(&mut out, i, node, cx - NODE_W / 2.0, y);
+            draw_node(&mut out, i, node, self.failed(i), cx - NODE_W / 2.0, y);
         }
         if let (Some(refused), Some(p)) = (&self.refused, lay.nodes.get(n)) {
             let (cx, y) = centre(p);
@@ -215,6 +217,22 @@ impl Picture {
         legend(&mut out, height - LEGEND_H, width);
         out.push_str("</svg>");
         out
+    }
+
+    /// Whether entry `i` is a failed run: it added the `failed_execution`
+    /// taint itself (its descendants inherit the taint but did not fail);
+    /// when the payload does not list its added taints, whether it carries
+    /// the taint and none of its parents does.
+    fn failed(&self, i: usize) -> bool {
+        let Some(node) = self.nodes.get(i) else { return false };
+        let added = self.entries.get(i).and_then(|e| e.get("payload")).and_then(|p| p.get("added_taints"));
+        match added.and_then(Value::as_array) {
+            Some(added) => added.iter().any(|t| t.as_str() == Some(FAILED_EXECUTION)),
+            None => {
+                let tainted = |n: &Node| n.taints.iter().any(|t| t == FAILED_EXECUTION);
+                tainted(node) && !self.nodes.iter().any(|p| node.parents.contains(&p.hash) && tainted(p))
+            }
+        }
     }
 
     fn banner(&self, out: &mut String, width: f64) {
@@ -241,7 +259,7 @@ impl Picture {
 }
 
 /// Draws one entry.
-fn draw_node(out: &mut String, index: usize, node: &Node, x: f64, y: f64) {
+fn draw_node(out: &mut String, index: usize, node: &Node, failed: bool, x: f64, y: f64) {
     let trust = node.trust.parse::<f64>().ok();
     let band = match trust {
         Some(t) if t >= 70.0 => "trust-high",
@@ -249,7 +267,6 @@ fn draw_node(out: &mut String, index: usize, node: &Node, x: f64, y: f64) {
         Some(_) => "trust-low",
         None => "trust-unknown",
     };
-    let failed = node.taints.iter().any(|t| t == FAILED_EXECUTION);
     let tooltip = format!(
         "{}\nby {}\ntrust {}\ntaints [{}]\nentry {}",
         node.operation,

@@ -207,7 +207,8 @@ impl Picture {
         for (i, node) in self.nodes.iter().enumerate() {
             let Some(p) = lay.nodes.get(i) else { continue };
             let (cx, y) = centre(p);
-            draw_node(&mut out, i, node, self.failed(i), cx - NODE_W / 2.0, y);
+            let look = Look { failed: self.failed(i), decision: self.decision(i) };
+            draw_node(&mut out, i, node, &look, cx - NODE_W / 2.0, y);
         }
         if let (Some(refused), Some(p)) = (&self.refused, lay.nodes.get(n)) {
             let (cx, y) = centre(p);
@@ -235,6 +236,23 @@ impl Picture {
         }
     }
 
+    /// The decision recorded for entry `i`: an entry exists only for a call
+    /// its policies allowed, so "allowed by" its function-tier policies.
+    fn decision(&self, i: usize) -> String {
+        let policies: Vec<&str> = self
+            .entries
+            .get(i)
+            .and_then(|e| e.pointer("/payload/policy_context/function_policies"))
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        if policies.is_empty() {
+            "allowed".to_owned()
+        } else {
+            format!("allowed by {}", policies.join(" + "))
+        }
+    }
+
     fn banner(&self, out: &mut String, width: f64) {
         let (text, class) = self.status();
         let tips = self
@@ -258,8 +276,15 @@ impl Picture {
     }
 }
 
+/// How an entry is drawn besides its node: failed or not, its decision.
+struct Look {
+    failed: bool,
+    decision: String,
+}
+
 /// Draws one entry.
-fn draw_node(out: &mut String, index: usize, node: &Node, failed: bool, x: f64, y: f64) {
+fn draw_node(out: &mut String, index: usize, node: &Node, look: &Look, x: f64, y: f64) {
+    let failed = look.failed;
     let trust = node.trust.parse::<f64>().ok();
     let band = match trust {
         Some(t) if t >= 70.0 => "trust-high",
@@ -268,11 +293,12 @@ fn draw_node(out: &mut String, index: usize, node: &Node, failed: bool, x: f64, 
         None => "trust-unknown",
     };
     let tooltip = format!(
-        "{}\nby {}\ntrust {}\ntaints [{}]\nentry {}",
+        "{}\nby {}\ntrust {}\ntaints [{}]\n{}\nentry {}",
         node.operation,
         node.principal,
         node.trust,
         node.taints.join(", "),
+        look.decision,
         node.hash
     );
     let _ = write!(
@@ -304,7 +330,7 @@ fn draw_node(out: &mut String, index: usize, node: &Node, failed: bool, x: f64, 
         "meta",
         x + 12.0,
         y + 61.0,
-        &format!("trust {} · #{}", short(&node.trust, 8), short(&node.hash, 8)),
+        &ellipsis(&format!("#{} · {}", short(&node.hash, 8), look.decision), 40),
     );
     badges(out, &node.taints, x + 12.0, y + 70.0, x + NODE_W - 10.0);
     out.push_str("</g>");
@@ -323,8 +349,9 @@ fn draw_refused(out: &mut String, refused: &Refused, x: f64, y: f64) {
     );
     text(out, "op", x + 12.0, y + 24.0, &ellipsis(&format!("✗ {}", refused.operation), 26));
     text(out, "who denied-text", x + 12.0, y + 43.0, "DENIED: the call never ran");
-    text(out, "meta", x + 12.0, y + 61.0, &ellipsis(reason, 38));
-    text(out, "meta", x + 12.0, y + 80.0, "no entry signed · no hash");
+    let (first, rest) = wrap2(reason, 38);
+    text(out, "meta", x + 12.0, y + 61.0, &first);
+    text(out, "meta", x + 12.0, y + 78.0, if rest.is_empty() { "no entry signed · no hash" } else { &rest });
     out.push_str("</g>");
 }
 
@@ -440,6 +467,18 @@ fn edge_path(points: &[Point], centre: &impl Fn(&Point) -> (f64, f64)) -> String
     d
 }
 
+/// `s` on at most two lines of `n` characters, broken at a space when
+/// there is one; the second line ends with `…` when cut.
+fn wrap2(s: &str, n: usize) -> (String, String) {
+    if s.chars().count() <= n {
+        return (s.to_owned(), String::new());
+    }
+    let head = short(s, n);
+    let first = head.rfind(' ').filter(|&i| i > 0).and_then(|i| head.get(..i)).unwrap_or(head);
+    let rest = s.get(first.len()..).unwrap_or_default().trim_start();
+    (first.to_owned(), ellipsis(rest, n))
+}
+
 /// At most `n` characters of `s`, with `…` when cut.
 fn ellipsis(s: &str, n: usize) -> String {
     let cut = short(s, n);
@@ -496,7 +535,7 @@ fn csp_hash(text: &str) -> String {
             c => c,
         })
         .collect();
-    while b64.len() % 4 != 0 {
+    while !b64.len().is_multiple_of(4) {
         b64.push('=');
     }
     format!("sha256-{b64}")
@@ -520,7 +559,7 @@ const SVG_CSS: &str = "\
 .kest-lineage .node.denied .box{stroke:#b71c1c;stroke-width:3.5}\
 .kest-lineage .node.refused .box{fill:#fff;stroke-dasharray:8 5}\
 .kest-lineage .node:hover .box,.kest-lineage .node:focus .box{stroke-width:4}\
-.kest-lineage .node.selected .box{stroke:#1565c0;stroke-width:4}\
+.kest-lineage .node.selected .box{stroke-width:4;filter:drop-shadow(0 0 5px #1565c0)}\
 .kest-lineage .node:focus{outline:none}\
 .kest-lineage .score-text{fill:#fff;font-size:13px;font-weight:700;text-anchor:middle}\
 .kest-lineage .op{font-size:15px;font-weight:700;fill:#212121}\
@@ -590,6 +629,16 @@ mod tests {
         let s = script_json(&v);
         assert!(!s.contains('<') && !s.contains('&'), "{s}");
         assert_eq!(serde_json::from_str::<Value>(&s).unwrap(), v);
+    }
+
+    #[test]
+    fn wrap2_breaks_at_spaces_by_characters() {
+        assert_eq!(wrap2("short", 10), ("short".to_owned(), String::new()));
+        assert_eq!(
+            wrap2("denied by rego:kest/x (function tier)", 20),
+            ("denied by".to_owned(), "rego:kest/x (functi…".to_owned())
+        );
+        assert_eq!(wrap2("ééééééé", 3), ("ééé".to_owned(), "éé…".to_owned()));
     }
 
     #[test]

@@ -81,7 +81,7 @@ pub fn run(args: &VizArgs) -> Result<Exit, CliError> {
             print!("{}", render_tree(&nodes));
         }
         VizFormat::Mermaid => {
-            print!("{}%% kest passport: {} entries, {note}\n", render_mermaid(&nodes), nodes.len())
+            println!("{}%% kest passport: {} entries, {note}", render_mermaid(&nodes), nodes.len())
         }
         VizFormat::Dot => print!("// kest passport: {} entries, {note}\n{}", nodes.len(), render_dot(&nodes)),
         VizFormat::Svg => print!("{}", picture.with_refused(refused).svg()),

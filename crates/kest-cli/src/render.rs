@@ -5,7 +5,9 @@
 //! and names are shortened by characters, never by byte offsets. This file
 //! depends only on `std`, `kest_core` and `serde_json`, so the fuzz crate
 //! (`fuzz/`) and the stable smoke run (`benches/tests/fuzz_smoke.rs`)
-//! include it as it is and feed it arbitrary bytes.
+//! include it as it is and feed it arbitrary bytes. The pictures
+//! ([`picture`], laid out by [`layout`]) are submodules mounted by path
+//! next to this file, so whoever includes it gets them too.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -13,6 +15,11 @@ use std::fmt::Write as _;
 use kest_core::encoding::b64url_decode;
 use kest_core::{EntryHash, Passport, UnverifiedPassport};
 use serde_json::{Value, json};
+
+#[path = "layout.rs"]
+pub mod layout;
+#[path = "picture.rs"]
+pub mod picture;
 
 /// Nesting limit when decoding segments for display.
 const MAX_DEPTH: usize = 64;
@@ -187,23 +194,6 @@ fn dot_escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "'")
 }
 
-/// Escapes text for HTML element content and attribute values.
-pub fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
-}
-
-/// A standalone HTML page with the Mermaid source and the tree.
-pub fn render_html(nodes: &[Node], note: &str) -> String {
-    format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Kest passport</title></head><body>\
-         <h1>Kest passport</h1><p>{} entries, {}</p><pre class=\"mermaid\">{}</pre><pre>{}</pre></body></html>",
-        nodes.len(),
-        html_escape(note),
-        html_escape(&render_mermaid(nodes)),
-        html_escape(&render_tree(nodes))
-    )
-}
-
 /// Decodes one JWS segment for display: the JSON value, or
 /// `{"undecodable": reason}`; `Null` when the segment is absent.
 pub fn decode_segment(segment: Option<&str>) -> Value {
@@ -262,7 +252,8 @@ pub fn inspect_text(decoded: &[Value]) -> String {
 }
 
 /// Every renderer over `text` taken as an unverified passport (what the
-/// `render` fuzz target runs): returns `None` when `text` is not a passport
+/// `render` fuzz target runs; the HTML page holds the SVG picture, with a
+/// refused call after the tips): returns `None` when `text` is not a passport
 /// document. Never panics.
 pub fn render_all(text: &str) -> Option<Vec<String>> {
     let passport = UnverifiedPassport::from_json(text, &kest_core::Limits::default()).ok()?;
@@ -272,7 +263,9 @@ pub fn render_all(text: &str) -> Option<Vec<String>> {
         render_tree(&nodes),
         render_mermaid(&nodes),
         render_dot(&nodes),
-        render_html(&nodes, "NOT verified"),
+        picture::Picture::unverified(&passport)
+            .with_refused(Some(picture::Refused { operation: "refused".into(), reason: None }))
+            .html(),
         inspect_text(&decoded),
         Value::Array(decoded).to_string(),
     ])

@@ -21,6 +21,7 @@ use kest::{CallContext, HookError, Kest, KestError, Lineage, Verified};
 use kest_core::{Classification, KeySet, Passport, Verifier};
 
 use super::viz::{nodes_of, render_tree};
+use crate::render::picture::{Picture, Refused};
 use crate::{CliError, Exit};
 
 /// The chain-level requirement the demo checks (`kest verify --require`).
@@ -132,8 +133,14 @@ fn stages(actors: &Actors, confidential: bool) -> Result<Vec<Vec<Step>>, CliErro
     ])
 }
 
-/// Runs one step in `flow` and prints it; `false` when a policy refused it.
-fn run_step(kest: &Arc<Kest>, flow: &Lineage, number: &str, step: &Step) -> Result<bool, CliError> {
+/// Runs one step in `flow` and prints it; the refusal when a policy refused
+/// it (the step did not run, so the passport has no entry for it).
+fn run_step(
+    kest: &Arc<Kest>,
+    flow: &Lineage,
+    number: &str,
+    step: &Step,
+) -> Result<Option<Refused>, CliError> {
     let call = CallContext::new().runtime(kest).identity(Arc::clone(&step.identity)).agent("support-agent");
     let result = flow.enter(|| step.hook.call(call, || Ok::<_, std::convert::Infallible>(step.note)));
     let policies = step.hook.policies().join(" + ");
@@ -152,7 +159,7 @@ fn run_step(kest: &Arc<Kest>, flow: &Lineage, number: &str, step: &Step) -> Resu
                 p.taints.join(", ")
             );
             println!("        {} — allowed by {policies}", step.note);
-            Ok(true)
+            Ok(None)
         }
         Err(HookError::Kest(e @ (KestError::Denied { .. } | KestError::PolicyFailed { .. }))) => {
             let (policy, tier) = e.policy().unwrap_or(("?", kest::policy::Tier::Function));
@@ -161,20 +168,28 @@ fn run_step(kest: &Arc<Kest>, flow: &Lineage, number: &str, step: &Step) -> Resu
                 step.hook.operation()
             );
             println!("        {e}");
-            Ok(false)
+            Ok(Some(Refused {
+                operation: step.hook.operation().to_owned(),
+                reason: Some(format!("denied by {policy} ({tier} tier)")),
+            }))
         }
         Err(HookError::Kest(e)) => Err(CliError(format!("{}: {e}", step.hook.operation()))),
         Err(HookError::Operation(never)) => match never {},
     }
 }
 
-/// Runs the pipeline once; returns the flow and whether every step ran.
-fn run_pipeline(kest: &Arc<Kest>, actors: &Actors, confidential: bool) -> Result<(Lineage, bool), CliError> {
+/// Runs the pipeline once; returns the flow and the refused step, if one
+/// was (the run stops there).
+fn run_pipeline(
+    kest: &Arc<Kest>,
+    actors: &Actors,
+    confidential: bool,
+) -> Result<(Lineage, Option<Refused>), CliError> {
     let flow = Lineage::new().with_user("alice@example.com");
     for (i, stage) in stages(actors, confidential)?.iter().enumerate() {
         if let [step] = stage.as_slice() {
-            if !run_step(kest, &flow, &format!("{}.", i + 1), step)? {
-                return Ok((flow, false));
+            if let Some(refused) = run_step(kest, &flow, &format!("{}.", i + 1), step)? {
+                return Ok((flow, Some(refused)));
             }
             continue;
         }
@@ -183,14 +198,14 @@ fn run_pipeline(kest: &Arc<Kest>, actors: &Actors, confidential: bool) -> Result
         for (j, step) in stage.iter().enumerate() {
             let branch = flow.fork();
             let number = format!("{}{}", i + 1, char::from(b'a' + u8::try_from(j).unwrap_or(0)));
-            if !run_step(kest, &branch, &number, step)? {
-                return Ok((flow, false));
+            if let Some(refused) = run_step(kest, &branch, &number, step)? {
+                return Ok((flow, Some(refused)));
             }
             branches.push(branch);
         }
         flow.join(&branches);
     }
-    Ok((flow, true))
+    Ok((flow, None))
 }
 
 /// Run 3: four-eyes approval decided from the lineage (the `kest/financial`
@@ -276,13 +291,13 @@ pub fn run(args: &DemoArgs) -> Result<Exit, CliError> {
         "Every step is policy-checked (in-process Rego and Cedar) before it runs, then signed into the passport.\n"
     );
     println!("Run 1 — public sources:");
-    let (allowed, completed) = run_pipeline(&kest, &actors, false)?;
-    if !completed {
+    let (allowed, refused) = run_pipeline(&kest, &actors, false)?;
+    if refused.is_some() {
         return Err(CliError("run 1 should have sent the e-mail".into()));
     }
     println!("\nRun 2 — the knowledge base returns a confidential document:");
-    let (denied, completed) = run_pipeline(&kest, &actors, true)?;
-    if completed {
+    let (denied, refused) = run_pipeline(&kest, &actors, true)?;
+    if refused.is_none() {
         return Err(CliError("run 2 should have been denied".into()));
     }
 
@@ -307,7 +322,7 @@ pub fn run(args: &DemoArgs) -> Result<Exit, CliError> {
     let verified: Passport = verifier
         .verify_json(&allowed.passport().to_json())
         .map_err(|e| CliError(format!("the demo's own passport does not verify: {e}")))?;
-    verifier
+    let verified_denied = verifier
         .verify_json(&denied.passport().to_json())
         .map_err(|e| CliError(format!("the denied run's passport does not verify: {e}")))?;
     println!(
@@ -336,6 +351,17 @@ pub fn run(args: &DemoArgs) -> Result<Exit, CliError> {
         actors.sanitizer.principal()
     );
     println!("\nWrote {}, {} and {}", passport_path.display(), denied_path.display(), jwks_path.display());
+    // The pictures: run 1 verified; run 2 with the refused call as a ghost.
+    let lineage_path = out.join("lineage.html");
+    let lineage_denied_path = out.join("lineage-denied.html");
+    write(&lineage_path, &Picture::verified(&verified).html())?;
+    write(&lineage_denied_path, &Picture::verified(&verified_denied).with_refused(refused).html())?;
+    println!(
+        "Wrote the lineage pictures (open in a browser, no network needed): {} (run 1) and {} (run 2, the \
+         refused send_email drawn as a denied node)",
+        lineage_path.display(),
+        lineage_denied_path.display()
+    );
     println!(
         "Check it yourself: kest verify --semantic --keys {} --require {} {}",
         jwks_path.display(),

@@ -1,4 +1,5 @@
-//! `kest viz`: the passport DAG as a tree, Mermaid, Graphviz dot or HTML.
+//! `kest viz`: the passport DAG as a tree, Mermaid, Graphviz dot, or a
+//! picture (SVG, or a self-contained HTML page) laid out by the tool itself.
 
 use std::path::PathBuf;
 
@@ -7,6 +8,7 @@ use kest_core::{Limits, UnverifiedPassport, Verifier};
 
 use super::load_keys;
 use crate::input::read_input;
+use crate::render::picture::{Picture, Refused};
 use crate::{CliError, Exit};
 
 /// Output format of `kest viz`.
@@ -19,7 +21,10 @@ pub enum VizFormat {
     Mermaid,
     /// Graphviz dot.
     Dot,
-    /// A standalone HTML page (Mermaid source inside a <pre>, readable offline).
+    /// A picture: a standalone SVG document, laid out by kest (no external renderer).
+    Svg,
+    /// One self-contained HTML page: the picture, and each entry's decoded payload on click
+    /// (no network access, no CDN).
     Html,
 }
 
@@ -33,39 +38,54 @@ pub struct VizArgs {
     /// decoded, unverified entries and says so.
     #[arg(long = "keys", value_name = "JWKS")]
     pub keys: Vec<PathBuf>,
+    /// svg/html: also draw a call that was refused before it ran (so has no entry) as a dashed
+    /// "denied" node after the tips.
+    #[arg(long, value_name = "NAME")]
+    pub denied_operation: Option<String>,
+    /// svg/html: why that call was refused (e.g. the policy that denied it).
+    #[arg(long, value_name = "TEXT", requires = "denied_operation")]
+    pub denied_reason: Option<String>,
     /// Passport file, or `-` for stdin.
     #[arg(value_name = "PASSPORT")]
     pub input: PathBuf,
 }
 
+use crate::render::nodes_unverified;
 pub use crate::render::{Node, nodes_of, render_dot, render_mermaid, render_tree};
-use crate::render::{nodes_unverified, render_html};
 
 /// Runs `kest viz`.
 pub fn run(args: &VizArgs) -> Result<Exit, CliError> {
     let limits = Limits::default();
     let text = read_input(&args.input, limits.max_passport_bytes)?;
-    let (nodes, verified) = if args.keys.is_empty() {
+    let (nodes, picture) = if args.keys.is_empty() {
         let p = UnverifiedPassport::from_json(&text, &limits).map_err(CliError::from_display)?;
-        (nodes_unverified(&p), false)
+        (nodes_unverified(&p), Picture::unverified(&p))
     } else {
         match Verifier::new(load_keys(&args.keys)?).verify_json(&text) {
-            Ok(p) => (nodes_of(&p), true),
+            Ok(p) => (nodes_of(&p), Picture::verified(&p)),
             Err(e) => {
                 println!("invalid: {e} [{}]", e.kind());
                 return Ok(Exit::Invalid);
             }
         }
     };
+    let verified = !args.keys.is_empty();
     let note = if verified { "verified" } else { "NOT verified (pass --keys to verify)" };
+    let refused = args
+        .denied_operation
+        .as_ref()
+        .map(|operation| Refused { operation: operation.clone(), reason: args.denied_reason.clone() });
     match args.format {
         VizFormat::Tree => {
             println!("passport: {} entries, {note}", nodes.len());
             print!("{}", render_tree(&nodes));
         }
-        VizFormat::Mermaid => print!("{}", render_mermaid(&nodes)),
-        VizFormat::Dot => print!("{}", render_dot(&nodes)),
-        VizFormat::Html => println!("{}", render_html(&nodes, note)),
+        VizFormat::Mermaid => {
+            println!("{}%% kest passport: {} entries, {note}", render_mermaid(&nodes), nodes.len())
+        }
+        VizFormat::Dot => print!("// kest passport: {} entries, {note}\n{}", nodes.len(), render_dot(&nodes)),
+        VizFormat::Svg => print!("{}", picture.with_refused(refused).svg()),
+        VizFormat::Html => print!("{}", picture.with_refused(refused).html()),
     }
     Ok(Exit::Ok)
 }

@@ -436,10 +436,13 @@ impl Verified {
         pending: &Pending,
         check: &Check,
         result: Result<Decision, PolicyError>,
+        fresh: bool,
     ) -> Result<(), KestError> {
         match result {
             Ok(decision) => {
-                if let Some(key) = &check.key {
+                // Only a fresh decision is stored: re-storing a cached one
+                // would take the shard's write lock on every call.
+                if fresh && let Some(key) = &check.key {
                     plan.cache.put(key.clone(), decision);
                 }
                 if decision.is_allow() {
@@ -489,14 +492,16 @@ impl Verified {
     pub(super) fn authorize(&self, call: &CallContext) -> Result<Pending, KestError> {
         let (pending, plan) = self.prepare(call)?;
         for check in &plan.checks {
-            let result = match Self::cached(&plan, check) {
+            let cached = Self::cached(&plan, check);
+            let fresh = cached.is_none();
+            let result = match cached {
                 Some(d) => Ok(d),
                 None => {
                     let input = PolicyInput::new(plan.context.for_tier(check.tier));
                     check.engine.evaluate(&check.policy, &input)
                 }
             };
-            if let Err(e) = self.conclude(&plan, &pending, check, result) {
+            if let Err(e) = self.conclude(&plan, &pending, check, result, fresh) {
                 pending.span.end_error(&e);
                 return Err(e);
             }
@@ -508,14 +513,16 @@ impl Verified {
     pub(super) async fn authorize_async(&self, call: &CallContext) -> Result<Pending, KestError> {
         let (pending, plan) = self.prepare(call)?;
         for check in &plan.checks {
-            let result = match Self::cached(&plan, check) {
+            let cached = Self::cached(&plan, check);
+            let fresh = cached.is_none();
+            let result = match cached {
                 Some(d) => Ok(d),
                 None => {
                     let input = PolicyInput::new(plan.context.for_tier(check.tier));
                     check.engine.evaluate_async(&check.policy, &input).await
                 }
             };
-            if let Err(e) = self.conclude(&plan, &pending, check, result) {
+            if let Err(e) = self.conclude(&plan, &pending, check, result, fresh) {
                 pending.span.end_error(&e);
                 return Err(e);
             }

@@ -110,8 +110,11 @@ use crate::propagation::{PropagationError, Propagator};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthenticatedPeer(pub String);
 
-/// Default number of verified signatures remembered per layer.
-pub const DEFAULT_ENTRY_CACHE_CAPACITY: usize = 65_536;
+/// Default number of verified entries remembered per layer.
+pub const DEFAULT_ENTRY_CACHE_CAPACITY: usize = 4096;
+
+/// Default memory bound of a layer's verified-entry cache (estimated).
+pub const DEFAULT_ENTRY_CACHE_BYTES: usize = 16 << 20;
 
 /// The stable `error` kind of a propagation failure.
 pub fn propagation_error_kind(error: &PropagationError) -> &'static str {
@@ -344,9 +347,10 @@ impl LineageLayerBuilder {
         self
     }
 
-    /// How many verified signatures the layer remembers (default
-    /// [`DEFAULT_ENTRY_CACHE_CAPACITY`]); `0` re-verifies every signature
-    /// of every passport.
+    /// How many verified entries the layer remembers (default
+    /// [`DEFAULT_ENTRY_CACHE_CAPACITY`], and at most about
+    /// [`DEFAULT_ENTRY_CACHE_BYTES`] of them); `0` re-verifies and
+    /// re-decodes every entry of every passport.
     pub fn verified_entry_cache(mut self, capacity: usize) -> Self {
         self.entry_cache = capacity;
         self
@@ -416,7 +420,9 @@ impl LineageLayerBuilder {
             verifier = verifier.sanitizers(sanitizers);
         }
         if self.entry_cache > 0 {
-            verifier = verifier.entry_cache(Arc::new(VerifiedEntryCache::new(self.entry_cache)));
+            verifier = verifier.entry_cache(Arc::new(
+                VerifiedEntryCache::new(self.entry_cache).with_max_bytes(DEFAULT_ENTRY_CACHE_BYTES),
+            ));
         }
         let rules = kest_core::ingress::IngressRules {
             allow_tip_subset: self.allow_tip_subset,

@@ -432,7 +432,7 @@ type KestContext = {
   subject: Subject, "object": Obj, environment: Env, identity: String, trust_score: Long,
   "principal": String, is_root: Bool, origin?: String, chain_tip: String,
   user: String, agent: String, task: String, taints: Set<String>,
-  "action": String, attributes: {}, lineage: { ancestors: Set<Ancestor> },
+  "action": String, attributes: {}, lineage?: { ancestors: Set<Ancestor> },
 };
 action send_email, invoke appliesTo { principal: Workload, resource: Resource, context: KestContext };
 "#;

@@ -139,3 +139,30 @@ mod with_the_macro {
         assert!(!labels.contains_key("amount"), "only persisted arguments become labels");
     }
 }
+
+#[cfg(feature = "rego")]
+#[test]
+fn history_free_policies_get_no_lineage_and_others_always_do() {
+    use kest::policy::rego::RegoEngine;
+    let engine = RegoEngine::builder()
+        .policy("reads", "package t.reads\nallow if input.lineage.ancestors")
+        .policy("free", "package t.free\nallow if not input.lineage")
+        .history_free("free")
+        .build()
+        .unwrap();
+    let identity = Arc::new(StaticIdentity::from_seed("spiffe://test/ctx", [31u8; 32]));
+    let kest = Arc::new(Kest::builder().identity(identity).engine(Arc::new(engine)).build().unwrap());
+    let flow = Lineage::new();
+    for policy in ["reads", "free", "reads"] {
+        let hook = Verified::builder("step").policy(policy).build().unwrap();
+        let r = flow.enter(|| hook.call(CallContext::new().runtime(&kest), || Ok::<_, std::io::Error>(())));
+        assert!(r.is_ok(), "{policy}: {r:?}");
+    }
+    // The bundled policies are declared history-free with their own text only.
+    let bundled = RegoEngine::new(kest::policy::rego::bundled_rego()).unwrap();
+    use kest::policy::PolicyEngine as _;
+    assert!(!bundled.reads_lineage("kest/allow"));
+    assert!(bundled.reads_lineage("kest/brewer_nash"));
+    let edited = RegoEngine::new([("kest/allow", "package kest.allow\nallow if input.lineage")]).unwrap();
+    assert!(edited.reads_lineage("kest/allow"), "another text under a bundled name is not trusted");
+}

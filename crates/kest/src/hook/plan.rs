@@ -127,7 +127,13 @@ impl ContextParts {
         }))
     }
 
-    fn for_tier(&self, tier: Tier) -> EvaluationContext {
+    /// The context one check's policy sees (the history only for a policy
+    /// that may read it).
+    fn for_check(&self, check: &Check) -> EvaluationContext {
+        self.for_tier(check.tier, check.engine.reads_lineage(&check.policy))
+    }
+
+    fn for_tier(&self, tier: Tier, with_lineage: bool) -> EvaluationContext {
         let (names, skipped) = self
             .tiers
             .iter()
@@ -150,7 +156,7 @@ impl ContextParts {
             tips: self.tips.clone(),
             action: self.action.clone(),
             attributes: self.attributes.clone(),
-            ancestors: self.ancestors(),
+            ancestors: with_lineage.then(|| self.ancestors()),
         }
     }
 }
@@ -497,7 +503,7 @@ impl Verified {
             let result = match cached {
                 Some(d) => Ok(d),
                 None => {
-                    let input = PolicyInput::new(plan.context.for_tier(check.tier));
+                    let input = PolicyInput::new(plan.context.for_check(check));
                     check.engine.evaluate(&check.policy, &input)
                 }
             };
@@ -518,7 +524,7 @@ impl Verified {
             let result = match cached {
                 Some(d) => Ok(d),
                 None => {
-                    let input = PolicyInput::new(plan.context.for_tier(check.tier));
+                    let input = PolicyInput::new(plan.context.for_check(check));
                     check.engine.evaluate_async(&check.policy, &input).await
                 }
             };

@@ -67,13 +67,17 @@ pub const RESOURCE_TYPE: &str = "Resource";
 /// # }
 /// ```
 pub fn bundled_cedar() -> Vec<(&'static str, &'static str)> {
-    let mut policies = vec![
-        ("invoke", include_str!("../../../../policies/cedar/invoke.cedar")),
-        ("send_email", include_str!("../../../../policies/cedar/send_email.cedar")),
-    ];
+    let mut policies = HISTORY_FREE.to_vec();
     policies.extend(super::library::cedar_policies());
     policies
 }
+
+/// The bundled policies that never read `context.lineage` (the models do:
+/// their derived facts come from it).
+const HISTORY_FREE: [(&str, &str); 2] = [
+    ("invoke", include_str!("../../../../policies/cedar/invoke.cedar")),
+    ("send_email", include_str!("../../../../policies/cedar/send_email.cedar")),
+];
 
 /// An in-process Cedar engine (see the [module documentation](self)).
 ///
@@ -101,6 +105,7 @@ pub struct CedarEngine {
     schema: Option<Schema>,
     entities: Entities,
     authorizer: Authorizer,
+    history_free: std::collections::HashSet<String>,
 }
 
 impl CedarEngine {
@@ -188,6 +193,10 @@ impl PolicyEngine for CedarEngine {
         &self.name
     }
 
+    fn reads_lineage(&self, policy: &str) -> bool {
+        !self.history_free.contains(policy)
+    }
+
     fn evaluate(&self, policy: &str, input: &PolicyInput) -> Result<Decision, PolicyError> {
         self.evaluate_json(policy, input.json())
     }
@@ -220,6 +229,7 @@ pub struct CedarEngineBuilder {
     directories: Vec<std::path::PathBuf>,
     schema: Option<SchemaSource>,
     entities: Option<Value>,
+    history_free: std::collections::HashSet<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -236,11 +246,22 @@ impl Default for CedarEngineBuilder {
             directories: Vec::new(),
             schema: None,
             entities: None,
+            history_free: std::collections::HashSet::new(),
         }
     }
 }
 
 impl CedarEngineBuilder {
+    /// Declares that `policy` never reads the verified history
+    /// (`context.lineage`): the hook then spares computing and converting
+    /// it for that policy. A policy declared so that reads it anyway sees
+    /// none — declare only what you wrote. The bundled `invoke` and
+    /// `send_email` are declared automatically with their bundled text.
+    pub fn history_free(mut self, policy: impl Into<String>) -> CedarEngineBuilder {
+        self.history_free.insert(policy.into());
+        self
+    }
+
     /// Adds a policy name with its Cedar text (one or more Cedar policies;
     /// the decision combines exactly these).
     pub fn policy(mut self, name: impl Into<String>, text: impl Into<String>) -> CedarEngineBuilder {
@@ -314,6 +335,14 @@ impl CedarEngineBuilder {
                 .map_err(|e| PolicyError::Config(format!("Cedar entities: {e}")))?,
         };
 
+        let history_free: std::collections::HashSet<String> = self
+            .policies
+            .iter()
+            .filter(|(name, text)| {
+                self.history_free.contains(name) || HISTORY_FREE.iter().any(|(n, t)| n == name && t == text)
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
         let mut sources = self.policies;
         for dir in &self.directories {
             sources.extend(cedar_files(dir)?);
@@ -335,7 +364,14 @@ impl CedarEngineBuilder {
             }
             policies.insert(name, set);
         }
-        Ok(CedarEngine { name: self.name, policies, schema, entities, authorizer: Authorizer::new() })
+        Ok(CedarEngine {
+            name: self.name,
+            policies,
+            schema,
+            entities,
+            authorizer: Authorizer::new(),
+            history_free,
+        })
     }
 }
 

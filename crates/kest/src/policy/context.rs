@@ -221,8 +221,10 @@ pub struct EvaluationContext {
     /// the top level when their name is not a contract key.
     pub attributes: Map<String, Value>,
     /// The verified history: every entry reachable from the new entry's
-    /// parents, in passport order.
-    pub ancestors: Arc<Vec<Ancestor>>,
+    /// parents, in passport order; `None` for a policy its engine declares
+    /// history-free ([`super::PolicyEngine::reads_lineage`]), which then gets
+    /// no `lineage` member at all.
+    pub ancestors: Option<Arc<Vec<Ancestor>>>,
 }
 
 impl EvaluationContext {
@@ -256,9 +258,11 @@ impl EvaluationContext {
             "taints": s.taints,
             "action": self.action,
             "attributes": self.attributes,
-            "lineage": {"ancestors": *self.ancestors},
         });
         if let Value::Object(top) = &mut json {
+            if let Some(ancestors) = &self.ancestors {
+                top.insert("lineage".into(), serde_json::json!({ "ancestors": **ancestors }));
+            }
             for (name, value) in &self.attributes {
                 if !CONTRACT_KEYS.contains(&name.as_str()) {
                     top.insert(name.clone(), value.clone());
@@ -297,6 +301,6 @@ pub fn example_context() -> EvaluationContext {
         tips: vec![],
         action: "ask".into(),
         attributes: Map::new(),
-        ancestors: Arc::new(Vec::new()),
+        ancestors: Some(Arc::new(Vec::new())),
     }
 }

@@ -195,6 +195,16 @@ pub trait PolicyEngine: fmt::Debug + Send + Sync {
     /// Evaluates `policy` synchronously.
     fn evaluate(&self, policy: &str, input: &PolicyInput) -> Result<Decision, PolicyError>;
 
+    /// Whether `policy` may read the verified history (`lineage` in the
+    /// context). The hook computes and passes `lineage.ancestors` only to
+    /// policies that may; the default is `true`, and an engine answers
+    /// `false` only for a policy explicitly declared history-free (see
+    /// `history_free` on the Rego and Cedar builders). A policy declared
+    /// history-free that reads `lineage` anyway sees none.
+    fn reads_lineage(&self, _policy: &str) -> bool {
+        true
+    }
+
     /// Evaluates `policy` asynchronously. In-process engines are CPU-bound
     /// and use the synchronous path; remote engines override this.
     fn evaluate_async<'a>(
@@ -212,6 +222,9 @@ impl<E: PolicyEngine + ?Sized> PolicyEngine for std::sync::Arc<E> {
     }
     fn evaluate(&self, policy: &str, input: &PolicyInput) -> Result<Decision, PolicyError> {
         (**self).evaluate(policy, input)
+    }
+    fn reads_lineage(&self, policy: &str) -> bool {
+        (**self).reads_lineage(policy)
     }
     fn evaluate_async<'a>(
         &'a self,

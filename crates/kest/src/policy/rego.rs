@@ -65,14 +65,17 @@ const KEYWORDS: &[&str] = &[
 /// # }
 /// ```
 pub fn bundled_rego() -> Vec<(&'static str, &'static str)> {
-    let mut policies = vec![
-        ("kest/allow", include_str!("../../../../policies/rego/kest_allow.rego")),
-        ("kest/send_email", include_str!("../../../../policies/rego/send_email.rego")),
-        ("kest/no_pii_egress", include_str!("../../../../policies/rego/no_pii_egress.rego")),
-    ];
+    let mut policies = HISTORY_FREE.to_vec();
     policies.extend(super::library::rego_policies());
     policies
 }
+
+/// The bundled policies that never read `input.lineage`.
+const HISTORY_FREE: [(&str, &str); 3] = [
+    ("kest/allow", include_str!("../../../../policies/rego/kest_allow.rego")),
+    ("kest/send_email", include_str!("../../../../policies/rego/send_email.rego")),
+    ("kest/no_pii_egress", include_str!("../../../../policies/rego/no_pii_egress.rego")),
+];
 
 /// One named policy: the query that gives its decision.
 #[derive(Debug)]
@@ -110,6 +113,7 @@ pub struct RegoEngine {
     /// Prepared copies ready for use; the lock guards only pop and push.
     pool: Mutex<Vec<regorus::Engine>>,
     pool_capacity: usize,
+    history_free: std::collections::HashSet<String>,
 }
 
 impl std::fmt::Debug for RegoEngine {
@@ -185,6 +189,10 @@ impl RegoEngine {
 impl PolicyEngine for RegoEngine {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn reads_lineage(&self, policy: &str) -> bool {
+        !self.history_free.contains(policy)
     }
 
     fn evaluate(&self, policy: &str, input: &PolicyInput) -> Result<Decision, PolicyError> {
@@ -276,6 +284,7 @@ pub struct RegoEngineBuilder {
     time_limit: Option<Duration>,
     rego_v0: bool,
     pool_capacity: usize,
+    history_free: std::collections::HashSet<String>,
 }
 
 impl Default for RegoEngineBuilder {
@@ -290,11 +299,24 @@ impl Default for RegoEngineBuilder {
             time_limit: Some(DEFAULT_TIME_LIMIT),
             rego_v0: false,
             pool_capacity: threads.saturating_mul(2).max(2),
+            history_free: std::collections::HashSet::new(),
         }
     }
 }
 
 impl RegoEngineBuilder {
+    /// Declares that `policy` never reads the verified history
+    /// (`input.lineage`): the hook then spares computing and converting it
+    /// for that policy (SPEC §6.1, "cheap when the policy does not read
+    /// it"). A policy declared so that reads `input.lineage` anyway sees
+    /// none — declare only what you wrote. The bundled `kest/allow`,
+    /// `kest/send_email` and `kest/no_pii_egress` are declared
+    /// automatically when loaded with their bundled text.
+    pub fn history_free(mut self, policy: impl Into<String>) -> RegoEngineBuilder {
+        self.history_free.insert(policy.into());
+        self
+    }
+
     /// Adds a policy: `name` maps to the package of the Rego module `text`
     /// (one module per name; two names may not share a package).
     pub fn policy(mut self, name: impl Into<String>, text: impl Into<String>) -> RegoEngineBuilder {
@@ -482,7 +504,16 @@ impl RegoEngineBuilder {
         }
 
         let pool: Vec<regorus::Engine> = Vec::with_capacity(self.pool_capacity);
+        let history_free = self
+            .policies
+            .iter()
+            .filter(|(name, text)| {
+                self.history_free.contains(name) || HISTORY_FREE.iter().any(|(n, t)| n == name && t == text)
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
         Ok(RegoEngine {
+            history_free,
             name: self.name,
             policies,
             prepared: engine,

@@ -58,6 +58,10 @@ impl PolicyEngine for RoutedEngine {
         engine.evaluate(name, input)
     }
 
+    fn reads_lineage(&self, policy: &str) -> bool {
+        self.resolve(policy).map_or(true, |(engine, name)| engine.reads_lineage(name))
+    }
+
     fn evaluate_async<'a>(
         &'a self,
         policy: &'a str,

@@ -499,3 +499,26 @@ pub fn run(args: &DemoArgs) -> Result<Exit, CliError> {
     );
     Ok(Exit::Ok)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Seen, guard_failures};
+
+    fn seen(trust: u8, taints: &[&str]) -> Seen {
+        Seen { trust, taints: taints.iter().map(|t| (*t).to_owned()).collect() }
+    }
+
+    #[test]
+    fn the_denial_names_each_failed_condition() {
+        assert_eq!(guard_failures(&seen(36, &[])), "trust 36 < 50");
+        assert_eq!(guard_failures(&seen(80, &["confidential"])), "taint `confidential` present");
+        assert_eq!(
+            guard_failures(&seen(4, &["confidential", "unverified"])),
+            "trust 4 < 50; taint `confidential` present"
+        );
+        assert_eq!(
+            guard_failures(&seen(50, &["unverified"])),
+            "trust 50 and taints [unverified] meet the guard"
+        );
+    }
+}

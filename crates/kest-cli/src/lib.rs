@@ -10,7 +10,7 @@
 use std::ffi::OsString;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 
 pub mod commands;
 mod input;
@@ -56,7 +56,7 @@ impl CliError {
 /// before it by hash. Record steps with `kest append`, check a passport with
 /// `kest verify`.
 #[derive(Debug, Parser)]
-#[command(name = "kest", version, about, long_about)]
+#[command(name = "kest", version, about, long_about, disable_help_subcommand = true)]
 pub struct Cli {
     /// The command to run.
     #[command(subcommand)]
@@ -86,6 +86,36 @@ pub enum Command {
     Demo(commands::demo::DemoArgs),
     /// Mint a workload token (`kest-workload` header) for a destination, signed with a key file.
     WorkloadToken(commands::workload_token::WorkloadTokenArgs),
+    /// Print the help of kest or of a command (`kest help policy eval`); same as `--help`.
+    Help(HelpArgs),
+}
+
+/// Arguments of `kest help`.
+///
+/// clap's built-in `help` subcommand takes no options, so `kest help --help`
+/// was a usage error; this one is an ordinary command with its own `--help`.
+#[derive(Debug, clap::Args)]
+pub struct HelpArgs {
+    /// The command, and subcommand, to describe (none: kest itself).
+    #[arg(value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// Prints the long help of the (sub)command named by `path`.
+fn help(path: &[String]) -> Result<Exit, CliError> {
+    let mut command = Cli::command();
+    command.build();
+    let mut current = &mut command;
+    for name in path {
+        current = current.find_subcommand_mut(name).ok_or_else(|| {
+            CliError(format!(
+                "no command `{}`; `kest help` lists them",
+                render::ellipsis(&render::printable(name), 64)
+            ))
+        })?;
+    }
+    current.print_long_help().map_err(|e| CliError(format!("stdout: {e}")))?;
+    Ok(Exit::Ok)
 }
 
 /// Parses `args` and runs the command, printing to stdout/stderr.
@@ -117,6 +147,7 @@ pub fn run(cli: Cli) -> Exit {
         Command::Demo(args) => commands::demo::run(&args),
         Command::WorkloadToken(args) => commands::workload_token::run(&args),
         Command::Policy(args) => commands::policy::run(&args),
+        Command::Help(args) => help(&args.command),
     };
     match result {
         Ok(exit) => exit,

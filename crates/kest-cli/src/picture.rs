@@ -133,7 +133,7 @@ impl Picture {
             "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"/>\
              <meta http-equiv=\"Content-Security-Policy\" content=\"{}\"/>\
              <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"/>\
-             <title>Kest passport lineage ({} entries, {})</title><style>{PAGE_CSS}</style></head>\n\
+             <title>Kest passport lineage ({}, {})</title><style>{PAGE_CSS}</style></head>\n\
              <body><main><section class=\"canvas\">{}</section>\n\
              <aside><h2 id=\"kest-selected\">Entry</h2>\
              <p class=\"hint\">Click a node to see its decoded entry (header and payload, as signed).</p>\
@@ -142,7 +142,7 @@ impl Picture {
              <script type=\"application/json\" id=\"kest-data\">{}</script>\n<script>{SCRIPT}</script>\n\
              </body></html>\n",
             xml_escape(&csp),
-            self.nodes.len(),
+            super::count(self.nodes.len(), "entry", "entries"),
             if self.verified { "verified" } else { "UNVERIFIED" },
             self.svg_element(),
             xml_escape(status),
@@ -187,8 +187,9 @@ impl Picture {
             out,
             "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"kest-lineage\" viewBox=\"0 0 {width:.0} {height:.0}\" \
              width=\"{width:.0}\" height=\"{height:.0}\" role=\"img\" data-entries=\"{n}\" data-verified=\"{}\">\
-             <title>Kest passport lineage: {n} entries, {}</title><style>{SVG_CSS}</style>{DEFS}",
+             <title>Kest passport lineage: {}, {}</title><style>{SVG_CSS}</style>{DEFS}",
             self.verified,
+            super::count(n, "entry", "entries"),
             if self.verified { "verified" } else { "UNVERIFIED" },
         );
         self.banner(&mut out, width);

@@ -32,6 +32,34 @@ pub fn short(s: &str, n: usize) -> &str {
     }
 }
 
+/// `n` and the noun in the right number: `1 entry`, `3 entries`.
+pub fn count(n: usize, singular: &str, plural: &str) -> String {
+    format!("{n} {}", if n == 1 { singular } else { plural })
+}
+
+/// At most `n` characters of `s`, with `…` when something was cut.
+pub fn ellipsis(s: &str, n: usize) -> String {
+    let head = short(s, n);
+    if head.len() < s.len() { format!("{head}…") } else { head.to_owned() }
+}
+
+/// An error message that may quote its input between backticks (a baggage
+/// member, a key, a value) with every quoted part longer than `n`
+/// characters cut to a short prefix and `…`, so a whole passport is never
+/// echoed back; the message as a whole is also kept to a few hundred
+/// characters.
+pub fn clip_quoted(message: &str, n: usize) -> String {
+    let mut out = String::with_capacity(message.len().min(512));
+    for (i, part) in message.split('`').enumerate() {
+        if i > 0 {
+            out.push('`');
+        }
+        // Odd parts are between backticks (a quote never closed is cut too).
+        if i % 2 == 1 { out.push_str(&ellipsis(part, n)) } else { out.push_str(part) }
+    }
+    ellipsis(&out, 400)
+}
+
 /// `s` with every control character (newlines, escape sequences, NUL …)
 /// replaced by U+FFFD, so a hostile name cannot forge output lines or
 /// drive the terminal.
@@ -228,7 +256,7 @@ pub fn inspect_entries(passport: &UnverifiedPassport) -> Vec<Value> {
 
 /// `kest inspect` text output for the decoded entries.
 pub fn inspect_text(decoded: &[Value]) -> String {
-    let mut out = format!("{} entries (NOT verified: use `kest verify`)\n", decoded.len());
+    let mut out = format!("{} (NOT verified: use `kest verify`)\n", count(decoded.len(), "entry", "entries"));
     let null = Value::Null;
     for entry in decoded {
         let p = entry.get("payload").unwrap_or(&null);

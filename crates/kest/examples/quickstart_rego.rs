@@ -49,13 +49,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Kest::builder().identity(Arc::new(LocalEd25519Provider::new()?)).engine(Arc::new(engine)).build()?,
     );
 
+    println!(
+        "Quick start with Rego: ingest → fetch_external → validate; `publish` needs trust ≥ 70 past the root."
+    );
     let flow = Lineage::new();
     flow.enter(|| -> Result<(), KestError> {
         let data = ingest_data("  hello  ")?;
         let page = fetch_external("https://example.org")?;
+        println!("\nRun 1 — publish the raw web page (internet origin: trust 10, taint `unverified`); expected: denied");
         match publish(&page) {
             Err(KestError::Denied { policy, .. }) => {
-                println!("publish before validation: denied by {policy}")
+                println!("  publish before validation: denied by {policy} (the call did not run, nothing recorded)")
             }
             other => {
                 return Err(KestError::Config(kest::runtime::ConfigError::Invalid(format!(
@@ -63,14 +67,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 ))));
             }
         }
+        println!(
+            "\nRun 2 — validate (a sanitizer: removes `unverified`, trust override 90), then publish again; \
+             expected: allowed"
+        );
         validate(&format!("{data} {page}"))?;
-        println!("publish after validation: {} bytes", publish(&page)?);
+        println!("  publish after validation: allowed, {} bytes", publish(&page)?);
         Ok(())
     })?;
     let passport = flow.passport();
+    println!("\nThe passport — every step that ran, signed, in order (the denied publish has no entry):");
     for entry in passport.entries() {
         let p = entry.payload();
-        println!("{:<15} trust {:>3}  taints {:?}", p.operation, p.trust_score, p.taints);
+        println!("  {:<15} trust {:>3}  taints {:?}", p.operation, p.trust_score, p.taints);
     }
     assert_eq!(passport.len(), 4, "the denied publish is not recorded");
     Ok(())

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use kest_core::{
-    Classification, EntryDraft, EntryHash, KeySet, Limits, Parents, Passport, Signer as _, TrustRules,
-    Verifier,
+    Classification, EntryDraft, EntryHash, KeySet, Limits, OriginMap, Parents, Passport, Signer as _,
+    TrustRules, Verifier,
 };
 
 use super::{entry_line, load_keys, parse_origins};
@@ -91,6 +91,9 @@ pub fn run(args: &AppendArgs) -> Result<Exit, CliError> {
     keys.extend(own_set).map_err(|e| CliError(format!("--keys and --key disagree: {e}")))?;
 
     let origins = parse_origins(&args.origins)?;
+    if let Some(origin) = args.source_type.as_deref() {
+        known_origin(&origins, origin)?;
+    }
     let limits = Limits::default();
     let mut passport = match read_existing(&args.passport, limits.max_passport_bytes)? {
         None => Passport::new(),
@@ -121,6 +124,21 @@ pub fn run(args: &AppendArgs) -> Result<Exit, CliError> {
         println!("appended{}", entry_line(index, entry).trim_start_matches(' ').replacen('[', " [", 1));
     }
     Ok(Exit::Ok)
+}
+
+/// Refuses a `--source-type` that is neither a default origin nor one given
+/// with `--origin`, saying how to register it.
+fn known_origin(origins: &OriginMap, origin: &str) -> Result<(), CliError> {
+    if origins.score(origin).is_some() {
+        return Ok(());
+    }
+    let known: Vec<String> = origins.iter().map(|(name, score)| format!("{name} ({score})")).collect();
+    let name = crate::render::ellipsis(&crate::render::printable(origin), super::ECHO_CHARS);
+    Err(CliError(format!(
+        "--source-type `{name}`: unknown origin; the known origins are {}; register a deployment origin \
+         with --origin NAME=SCORE (e.g. --origin {name}=50)",
+        known.join(", ")
+    )))
 }
 
 fn draft(args: &AppendArgs) -> Result<EntryDraft, CliError> {

@@ -9,14 +9,15 @@
 //! done twice: once the guard allows; once a confidential document makes it
 //! deny, and the e-mail is never sent.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use clap::Args;
 use kest::identity::{IdentityProvider, LocalEd25519Provider};
-use kest::policy::RoutedEngine;
 use kest::policy::cedar::{CedarEngine, bundled_cedar};
 use kest::policy::rego::{RegoEngine, bundled_rego};
+use kest::policy::{Decision, PolicyEngine, PolicyError, PolicyInput, RoutedEngine};
 use kest::{CallContext, HookError, Kest, KestError, Lineage, Verified};
 use kest_core::{Classification, KeySet, Passport, Verifier};
 
@@ -27,13 +28,106 @@ use crate::{CliError, Exit};
 /// The chain-level requirement the demo checks (`kest verify --require`).
 const SANITIZED_EMAIL: &str = include_str!("../../../../policies/requirements/sanitized_email.rego");
 
+/// The files `kest demo` writes into its output directory.
+pub const OUTPUT_FILES: [&str; 6] = [
+    "passport.json",
+    "passport-denied.json",
+    "jwks.json",
+    "require-sanitized-email.rego",
+    "lineage.html",
+    "lineage-denied.html",
+];
+
+/// The `send_email` guard, as the demo's Rego and Cedar policies state it.
+const MIN_TRUST: u8 = 50;
+/// The taint the `send_email` guard refuses.
+const FORBIDDEN_TAINT: &str = "confidential";
+
 /// Arguments of `kest demo`.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Directory for passport.json, passport-denied.json and jwks.json (default: a fresh directory
-    /// under the system temp dir, printed at the end).
+    /// Directory for passport.json, passport-denied.json, jwks.json, require-sanitized-email.rego,
+    /// lineage.html and lineage-denied.html (default: a fresh directory under the system temp dir,
+    /// printed at the end). Refused if it already holds any of them, unless --force.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// With --out: overwrite the demo's files if the directory already has them.
+    #[arg(long, requires = "out")]
+    pub force: bool,
+}
+
+/// What a policy saw about the subject of a call it did not allow: the
+/// trust score and taints the entry would have had.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Seen {
+    trust: u8,
+    taints: Vec<String>,
+}
+
+/// The demo's engine, remembering the subject of every evaluation that did
+/// not allow (by the entry id the call would have had), so a denial can say
+/// which condition failed.
+#[derive(Debug)]
+struct Witness {
+    inner: RoutedEngine,
+    refused: Mutex<HashMap<String, Seen>>,
+}
+
+impl Witness {
+    fn seen(&self, entry_id: &str) -> Option<Seen> {
+        self.refused.lock().unwrap_or_else(PoisonError::into_inner).get(entry_id).cloned()
+    }
+}
+
+impl PolicyEngine for Witness {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn evaluate(&self, policy: &str, input: &PolicyInput) -> Result<Decision, PolicyError> {
+        let decision = self.inner.evaluate(policy, input);
+        if !matches!(decision, Ok(Decision::Allow)) {
+            let context = input.context();
+            let seen = Seen { trust: context.subject.trust_score, taints: context.subject.taints.clone() };
+            self.refused
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(context.environment.entry_id.clone(), seen);
+        }
+        decision
+    }
+}
+
+/// Which condition of the `send_email` guard (trust ≥ 50, no `confidential`
+/// taint) the context fails, e.g. "trust 36 < 50; taint `confidential`
+/// present".
+fn guard_failures(seen: &Seen) -> String {
+    let mut failed = Vec::new();
+    if seen.trust < MIN_TRUST {
+        failed.push(format!("trust {} < {MIN_TRUST}", seen.trust));
+    }
+    if seen.taints.iter().any(|t| t == FORBIDDEN_TAINT) {
+        failed.push(format!("taint `{FORBIDDEN_TAINT}` present"));
+    }
+    if failed.is_empty() {
+        // Not the guard's conditions (e.g. an enterprise policy refused).
+        return format!("trust {} and taints [{}] meet the guard", seen.trust, seen.taints.join(", "));
+    }
+    failed.join("; ")
+}
+
+/// The subject a policy saw for `step` in `flow` when no evaluation was
+/// witnessed (a cached decision): the would-be entry's trust and taints,
+/// from its parents (the flow's tips) the way the hook computes them for a
+/// step that declares no origin and adds no taint, as `send_email` here.
+fn seen_from_tips(flow: &Lineage) -> Seen {
+    flow.with_passport(|passport| {
+        let tips: Vec<&Arc<kest_core::Entry>> =
+            passport.tips().iter().filter_map(|h| passport.get(h)).collect();
+        let trust = tips.iter().map(|e| e.payload().trust_score).min().unwrap_or(100);
+        let taints =
+            kest_core::accumulate_taints(tips.iter().map(|e| e.payload().taints.as_slice()), &[], &[]);
+        Seen { trust, taints }
+    })
 }
 
 struct Actors {
@@ -46,17 +140,18 @@ fn provider(id: &str) -> Result<Arc<dyn IdentityProvider>, CliError> {
     Ok(Arc::new(LocalEd25519Provider::with_workload_id(id).map_err(CliError::from_display)?))
 }
 
-fn runtime(actors: &Actors) -> Result<Arc<Kest>, CliError> {
+fn runtime(actors: &Actors) -> Result<(Arc<Kest>, Arc<Witness>), CliError> {
     let rego = RegoEngine::new(bundled_rego()).map_err(CliError::from_display)?;
     let cedar = CedarEngine::new(bundled_cedar()).map_err(CliError::from_display)?;
     let engine = RoutedEngine::new().route("rego", Arc::new(rego)).route("cedar", Arc::new(cedar));
+    let witness = Arc::new(Witness { inner: engine, refused: Mutex::new(HashMap::new()) });
     let kest = Kest::builder()
         .identity(Arc::clone(&actors.agent))
-        .engine(Arc::new(engine))
+        .engine(Arc::clone(&witness) as Arc<dyn PolicyEngine>)
         .enterprise_policies(["rego:kest/no_pii_egress"])
         .build()
         .map_err(CliError::from_display)?;
-    Ok(Arc::new(kest))
+    Ok((Arc::new(kest), witness))
 }
 
 /// One pipeline step: the hook and who signs it.
@@ -137,6 +232,7 @@ fn stages(actors: &Actors, confidential: bool) -> Result<Vec<Vec<Step>>, CliErro
 /// it (the step did not run, so the passport has no entry for it).
 fn run_step(
     kest: &Arc<Kest>,
+    witness: &Witness,
     flow: &Lineage,
     number: &str,
     step: &Step,
@@ -163,14 +259,33 @@ fn run_step(
         }
         Err(HookError::Kest(e @ (KestError::Denied { .. } | KestError::PolicyFailed { .. }))) => {
             let (policy, tier) = e.policy().unwrap_or(("?", kest::policy::Tier::Function));
+            // Why, from what the guard saw — not the error's text, which
+            // names the entry id the call would have had: it never ran.
+            let (reason, why) = match &e {
+                KestError::Denied { entry_id, .. } => {
+                    let seen = witness.seen(entry_id).unwrap_or_else(|| seen_from_tips(flow));
+                    let failed = guard_failures(&seen);
+                    let why = format!(
+                        "{failed} (the guard needs trust ≥ {MIN_TRUST} and no `{FORBIDDEN_TAINT}` taint; it saw \
+                         trust {}, taints [{}])",
+                        seen.trust,
+                        seen.taints.join(", ")
+                    );
+                    (failed, why)
+                }
+                KestError::PolicyFailed { source, .. } => {
+                    ("not evaluable".to_owned(), format!("the policy could not be evaluated: {source}"))
+                }
+                _ => ("refused".to_owned(), e.to_string()),
+            };
             println!(
                 "  {number} ✗ {:<19} DENIED by {policy} ({tier} tier): the step did not run",
                 step.hook.operation()
             );
-            println!("        {e}");
+            println!("        why: {why}");
             Ok(Some(Refused {
                 operation: step.hook.operation().to_owned(),
-                reason: Some(format!("denied by {policy} ({tier} tier)")),
+                reason: Some(format!("denied by {policy} ({tier} tier): {reason}")),
             }))
         }
         Err(HookError::Kest(e)) => Err(CliError(format!("{}: {e}", step.hook.operation()))),
@@ -182,13 +297,14 @@ fn run_step(
 /// was (the run stops there).
 fn run_pipeline(
     kest: &Arc<Kest>,
+    witness: &Witness,
     actors: &Actors,
     confidential: bool,
 ) -> Result<(Lineage, Option<Refused>), CliError> {
     let flow = Lineage::new().with_user("alice@example.com");
     for (i, stage) in stages(actors, confidential)?.iter().enumerate() {
         if let [step] = stage.as_slice() {
-            if let Some(refused) = run_step(kest, &flow, &format!("{}.", i + 1), step)? {
+            if let Some(refused) = run_step(kest, witness, &flow, &format!("{}.", i + 1), step)? {
                 return Ok((flow, Some(refused)));
             }
             continue;
@@ -198,7 +314,7 @@ fn run_pipeline(
         for (j, step) in stage.iter().enumerate() {
             let branch = flow.fork();
             let number = format!("{}{}", i + 1, char::from(b'a' + u8::try_from(j).unwrap_or(0)));
-            if let Some(refused) = run_step(kest, &branch, &number, step)? {
+            if let Some(refused) = run_step(kest, witness, &branch, &number, step)? {
                 return Ok((flow, Some(refused)));
             }
             branches.push(branch);
@@ -266,6 +382,19 @@ fn write(path: &Path, text: &str) -> Result<(), CliError> {
 pub fn run(args: &DemoArgs) -> Result<Exit, CliError> {
     let out = match &args.out {
         Some(dir) => {
+            let existing: Vec<&str> = OUTPUT_FILES
+                .iter()
+                .copied()
+                .filter(|name| std::fs::symlink_metadata(dir.join(name)).is_ok())
+                .collect();
+            if !existing.is_empty() && !args.force {
+                return Err(CliError(format!(
+                    "{} already has {}: refusing to overwrite (pass --force to replace them, or choose another \
+                     --out)",
+                    dir.display(),
+                    existing.join(", ")
+                )));
+            }
             std::fs::create_dir_all(dir).map_err(|e| CliError(format!("{}: {e}", dir.display())))?;
             dir.clone()
         }
@@ -284,19 +413,19 @@ pub fn run(args: &DemoArgs) -> Result<Exit, CliError> {
         web: provider("spiffe://kest.demo/web-fetcher")?,
         sanitizer: provider("spiffe://kest.demo/sanitizer")?,
     };
-    let kest = runtime(&actors)?;
+    let (kest, witness) = runtime(&actors)?;
 
     println!("Kest demo: an AI support agent answers alice@example.com by e-mail.");
     println!(
         "Every step is policy-checked (in-process Rego and Cedar) before it runs, then signed into the passport.\n"
     );
     println!("Run 1 — public sources:");
-    let (allowed, refused) = run_pipeline(&kest, &actors, false)?;
+    let (allowed, refused) = run_pipeline(&kest, &witness, &actors, false)?;
     if refused.is_some() {
         return Err(CliError("run 1 should have sent the e-mail".into()));
     }
     println!("\nRun 2 — the knowledge base returns a confidential document:");
-    let (denied, refused) = run_pipeline(&kest, &actors, true)?;
+    let (denied, refused) = run_pipeline(&kest, &witness, &actors, true)?;
     if refused.is_none() {
         return Err(CliError("run 2 should have been denied".into()));
     }
@@ -326,9 +455,9 @@ pub fn run(args: &DemoArgs) -> Result<Exit, CliError> {
         .verify_json(&denied.passport().to_json())
         .map_err(|e| CliError(format!("the denied run's passport does not verify: {e}")))?;
     println!(
-        "\nVerified offline (signatures, links, recomputed trust and taints): {} entries in run 1, {} in run 2.",
-        verified.len(),
-        denied.passport().len()
+        "\nVerified offline (signatures, links, recomputed trust and taints): {} in run 1, {} in run 2.",
+        crate::render::count(verified.len(), "entry", "entries"),
+        crate::render::count(denied.passport().len(), "entry", "entries")
     );
     println!("\nThe passport of run 1 as a DAG:");
     print!("{}", render_tree(&nodes_of(&verified)));
@@ -369,4 +498,27 @@ pub fn run(args: &DemoArgs) -> Result<Exit, CliError> {
         passport_path.display()
     );
     Ok(Exit::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Seen, guard_failures};
+
+    fn seen(trust: u8, taints: &[&str]) -> Seen {
+        Seen { trust, taints: taints.iter().map(|t| (*t).to_owned()).collect() }
+    }
+
+    #[test]
+    fn the_denial_names_each_failed_condition() {
+        assert_eq!(guard_failures(&seen(36, &[])), "trust 36 < 50");
+        assert_eq!(guard_failures(&seen(80, &["confidential"])), "taint `confidential` present");
+        assert_eq!(
+            guard_failures(&seen(4, &["confidential", "unverified"])),
+            "trust 4 < 50; taint `confidential` present"
+        );
+        assert_eq!(
+            guard_failures(&seen(50, &["unverified"])),
+            "trust 50 and taints [unverified] meet the guard"
+        );
+    }
 }

@@ -3,11 +3,10 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use kest_core::baggage::{Baggage, PackOptions, PassportSource, unpack};
 use kest_core::{Limits, UnverifiedPassport};
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use super::Format;
+use super::{Format, Malformed, passport_from_baggage};
 use crate::input::read_input;
 use crate::{CliError, Exit};
 
@@ -25,31 +24,39 @@ pub struct InspectArgs {
     pub input: PathBuf,
 }
 
-/// Extracts the passport JSON from a raw `baggage` header value (inline or
-/// compressed; a claim check cannot be resolved offline and is an error).
-pub(crate) fn passport_from_baggage(header: &str) -> Result<String, CliError> {
-    let baggage = Baggage::parse(header.trim_end_matches(['\r', '\n']))
-        .map_err(|e| CliError(format!("baggage: {e}")))?;
-    match unpack(&baggage, &PackOptions::default()).map_err(|e| CliError(format!("baggage: {e}")))? {
-        PassportSource::Json(json) => Ok(json),
-        PassportSource::ClaimCheck(id) => Err(CliError(format!(
-            "baggage carries claim check {id}: the passport is in the sender's cache under kest.claim.{id}; \
-             fetch it and verify the file"
-        ))),
-        PassportSource::None => Err(CliError("baggage carries no kest passport".into())),
-    }
-}
-
 /// Runs `kest inspect`.
 pub fn run(args: &InspectArgs) -> Result<Exit, CliError> {
     let limits = Limits::default();
     let text = read_input(&args.input, limits.max_passport_bytes)?;
-    let text = if args.baggage { passport_from_baggage(&text)? } else { text };
-    let passport = UnverifiedPassport::from_json(&text, &limits).map_err(CliError::from_display)?;
+    let text = if args.baggage {
+        match passport_from_baggage(&text)? {
+            Ok((json, _)) => json,
+            Err(malformed) => return Ok(report_malformed(&malformed, args.format)),
+        }
+    } else {
+        text
+    };
+    let passport = match UnverifiedPassport::from_json(&text, &limits) {
+        Ok(p) => p,
+        Err(e) => return Ok(report_malformed(&Malformed::new(e.kind().as_str(), e), args.format)),
+    };
     let decoded = crate::render::inspect_entries(&passport);
     match args.format {
         Format::Json => println!("{}", Value::Array(decoded)),
         Format::Text => print!("{}", crate::render::inspect_text(&decoded)),
     }
     Ok(Exit::Ok)
+}
+
+/// Input that is not a passport (or baggage carrying one): exit 1, as in
+/// `kest verify`.
+fn report_malformed(malformed: &Malformed, format: Format) -> Exit {
+    let Malformed { kind, message } = malformed;
+    match format {
+        Format::Json => {
+            println!("{}", json!({ "valid": false, "kind": kind, "index": null, "message": message }))
+        }
+        Format::Text => eprintln!("kest: invalid: {message} [{kind}]"),
+    }
+    Exit::Invalid
 }

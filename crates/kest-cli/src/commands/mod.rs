@@ -14,6 +14,7 @@ pub mod workload_token;
 use std::path::PathBuf;
 
 use clap::ValueEnum;
+use kest_core::baggage::{Baggage, PackOptions, PassportSource, unpack};
 use kest_core::{Entry, KeySet, OriginMap, Passport};
 use serde_json::{Value, json};
 
@@ -27,6 +28,52 @@ pub enum Format {
     Text,
     /// One JSON document.
     Json,
+}
+
+/// Input that is not what it claims to be (a passport, a baggage value):
+/// exit 1 ("invalid"), like a passport that fails verification.
+#[derive(Debug)]
+pub(crate) struct Malformed {
+    /// Stable error kind (`malformed_passport`, `malformed_baggage`, …).
+    pub kind: &'static str,
+    /// What is wrong; echoed input is cut to a short prefix.
+    pub message: String,
+}
+
+/// How long a quoted piece of the input may be in an error message (one
+/// entry hash fits).
+pub(crate) const ECHO_CHARS: usize = 64;
+
+impl Malformed {
+    /// `kind` with `message` (any backtick-quoted input in it clipped).
+    pub fn new(kind: &'static str, message: impl std::fmt::Display) -> Malformed {
+        Malformed { kind, message: crate::render::clip_quoted(&message.to_string(), ECHO_CHARS) }
+    }
+}
+
+/// The parsed header and the passport JSON it carries inline or compressed,
+/// from a raw `baggage` header value. A value that does not parse, or
+/// carries no passport, is [`Malformed`]; a claim check, which cannot be
+/// resolved offline, is a usage error.
+pub(crate) fn passport_from_baggage(header: &str) -> Result<Result<(String, Baggage), Malformed>, CliError> {
+    let baggage = match Baggage::parse(header.trim_end_matches(['\r', '\n'])) {
+        Ok(b) => b,
+        Err(e) => return Ok(Err(Malformed::new("malformed_baggage", format_args!("baggage: {e}")))),
+    };
+    let source = match unpack(&baggage, &PackOptions::default()) {
+        Ok(source) => source,
+        Err(e) => return Ok(Err(Malformed::new("malformed_baggage", format_args!("baggage: {e}")))),
+    };
+    match source {
+        PassportSource::Json(json) => Ok(Ok((json, baggage))),
+        PassportSource::ClaimCheck(id) => Err(CliError(format!(
+            "baggage carries claim check {id}: the passport is in the sender's cache under kest.claim.{id}; \
+             fetch it and verify the file"
+        ))),
+        PassportSource::None => {
+            Ok(Err(Malformed::new("missing_lineage", "baggage carries no kest passport (kest.passport)")))
+        }
+    }
 }
 
 /// Loads and merges key sets (JWKS, JWK or private JWK files).

@@ -4,16 +4,16 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
-use kest_core::baggage::{
-    Baggage, KEST_AGENT, KEST_CHAIN_TIP, KEST_TASK, KEST_USER, PackOptions, PassportSource, parse_chain_tip,
-    unpack,
-};
+use kest_core::baggage::{KEST_AGENT, KEST_CHAIN_TIP, KEST_TASK, KEST_USER, parse_chain_tip};
 use kest_core::ingress::{Bound, IdentityClaims, IngressRules, bind};
 use kest_core::{EntryHash, ErrorKind, Limits, Passport, Verifier};
 use serde_json::{Value, json};
 
-use super::{Format, entry_line, load_keys, parse_origins, passport_report};
+use super::{
+    Format, Malformed, entry_line, load_keys, parse_origins, passport_from_baggage, passport_report,
+};
 use crate::input::read_input;
+use crate::render::count;
 use crate::{CliError, Exit};
 
 /// Arguments of `kest verify`.
@@ -72,7 +72,7 @@ struct Ingress {
 
 /// A refusal: kind, entry index when it is about one, message.
 struct Invalid {
-    kind: ErrorKind,
+    kind: &'static str,
     index: Option<usize>,
     message: String,
 }
@@ -109,8 +109,10 @@ fn verify(args: &VerifyArgs) -> Result<Verdict, CliError> {
     let limits = Limits::default();
     let text = read_input(&args.input, limits.max_passport_bytes)?;
     let (passport_json, ingress) = if args.baggage {
-        let (json, ingress) = from_baggage(&text)?;
-        (json, Some(ingress))
+        match from_baggage(&text)? {
+            Ok((json, ingress)) => (json, Some(ingress)),
+            Err(Malformed { kind, message }) => return Ok(Err(Invalid { kind, index: None, message })),
+        }
     } else {
         (text, None)
     };
@@ -125,7 +127,9 @@ fn verify(args: &VerifyArgs) -> Result<Verdict, CliError> {
     }
     let passport = match verifier.verify_json(&passport_json) {
         Ok(p) => p,
-        Err(e) => return Ok(Err(Invalid { kind: e.kind(), index: e.index(), message: e.to_string() })),
+        Err(e) => {
+            return Ok(Err(Invalid { kind: e.kind().as_str(), index: e.index(), message: e.to_string() }));
+        }
     };
     if let Some(invalid) = requirements(&args.require, &passport)? {
         return Ok(Err(invalid));
@@ -135,7 +139,11 @@ fn verify(args: &VerifyArgs) -> Result<Verdict, CliError> {
         None => None,
         Some(Ok(tips)) => Some(tips),
         Some(Err(message)) => {
-            return Ok(Err(Invalid { kind: ErrorKind::TipMismatch, index: None, message }));
+            return Ok(Err(Invalid {
+                kind: ErrorKind::TipMismatch.as_str(),
+                index: None,
+                message: crate::render::clip_quoted(&message, super::ECHO_CHARS),
+            }));
         }
     };
     let rules = IngressRules {
@@ -149,7 +157,7 @@ fn verify(args: &VerifyArgs) -> Result<Verdict, CliError> {
         .unwrap_or(0);
     match bind(&passport, chain_tip.as_deref(), &ingress.claims, &rules, now_ms) {
         Ok(bound) => Ok(Ok((passport, Some((bound, ingress.claims))))),
-        Err(e) => Ok(Err(Invalid { kind: e.kind(), index: None, message: e.to_string() })),
+        Err(e) => Ok(Err(Invalid { kind: e.kind().as_str(), index: None, message: e.to_string() })),
     }
 }
 
@@ -216,7 +224,7 @@ fn requirements(files: &[PathBuf], passport: &Passport) -> Result<Option<Invalid
         };
         let why = if reasons.is_empty() { format!("{rule} is not true") } else { reasons.join("; ") };
         return Ok(Some(Invalid {
-            kind: ErrorKind::RequirementFailed,
+            kind: ErrorKind::RequirementFailed.as_str(),
             index: None,
             message: format!("requirement {name} ({rule}) failed: {why}"),
         }));
@@ -225,26 +233,16 @@ fn requirements(files: &[PathBuf], passport: &Passport) -> Result<Option<Invalid
 }
 
 /// The passport JSON, chain tip and identity claims of a raw `baggage`
-/// header value.
-fn from_baggage(header: &str) -> Result<(String, Ingress), CliError> {
-    let baggage = Baggage::parse(header.trim_end_matches(['\r', '\n']))
-        .map_err(|e| CliError(format!("baggage: {e}")))?;
-    let json = match unpack(&baggage, &PackOptions::default())
-        .map_err(|e| CliError(format!("baggage: {e}")))?
-    {
-        PassportSource::Json(json) => json,
-        PassportSource::ClaimCheck(id) => {
-            return Err(CliError(format!(
-                "baggage carries claim check {id}: the passport is in the sender's cache under kest.claim.{id}; \
-                 fetch it and verify the file"
-            )));
-        }
-        PassportSource::None => return Err(CliError("baggage carries no kest passport".into())),
+/// header value; [`Malformed`] when it is not baggage carrying a passport.
+fn from_baggage(header: &str) -> Result<Result<(String, Ingress), Malformed>, CliError> {
+    let (json, baggage) = match passport_from_baggage(header)? {
+        Ok(found) => found,
+        Err(malformed) => return Ok(Err(malformed)),
     };
     let chain_tip = baggage.get(KEST_CHAIN_TIP).map(|v| parse_chain_tip(v).map_err(|e| e.to_string()));
     let claim = |key: &str| baggage.get(key).map(str::to_owned);
     let claims = IdentityClaims { user: claim(KEST_USER), agent: claim(KEST_AGENT), task: claim(KEST_TASK) };
-    Ok((json, Ingress { chain_tip, claims }))
+    Ok(Ok((json, Ingress { chain_tip, claims })))
 }
 
 /// The claims of `claims` that `bound` dropped, by name.
@@ -278,10 +276,10 @@ fn report_valid(args: &VerifyArgs, passport: &Passport, ingress: Option<&(Bound,
         }
         Format::Text => {
             println!(
-                "valid: {} entries, {} root(s), {} tip(s){}{}",
-                passport.len(),
-                passport.roots().count(),
-                passport.tips().len(),
+                "valid: {}, {}, {}{}{}",
+                count(passport.len(), "entry", "entries"),
+                count(passport.roots().count(), "root", "roots"),
+                count(passport.tips().len(), "tip", "tips"),
                 if semantic { ", semantics checked" } else { "" },
                 if bound.is_some() { ", chain tip bound" } else { "" },
             );
@@ -312,10 +310,10 @@ fn report_invalid(invalid: &Invalid, format: Format) {
             "{}",
             json!({
                 "valid": false,
-                "kind": kind.as_str(),
+                "kind": kind,
                 "index": index,
                 "message": message,
-                "error": { "kind": kind.as_str(), "index": index, "message": message },
+                "error": { "kind": kind, "index": index, "message": message },
             })
         ),
         Format::Text => println!("invalid: {message} [{kind}]"),

@@ -8,6 +8,7 @@ use kest_core::{Limits, UnverifiedPassport, Verifier};
 
 use super::load_keys;
 use crate::input::read_input;
+use crate::render::count;
 use crate::render::picture::{Picture, Refused};
 use crate::{CliError, Exit};
 
@@ -58,7 +59,14 @@ pub fn run(args: &VizArgs) -> Result<Exit, CliError> {
     let limits = Limits::default();
     let text = read_input(&args.input, limits.max_passport_bytes)?;
     let (nodes, picture) = if args.keys.is_empty() {
-        let p = UnverifiedPassport::from_json(&text, &limits).map_err(CliError::from_display)?;
+        let p = match UnverifiedPassport::from_json(&text, &limits) {
+            Ok(p) => p,
+            Err(e) => {
+                // Not a passport at all: invalid (exit 1), as in `verify` and `inspect`.
+                println!("invalid: {e} [{}]", e.kind());
+                return Ok(Exit::Invalid);
+            }
+        };
         (nodes_unverified(&p), Picture::unverified(&p))
     } else {
         match Verifier::new(load_keys(&args.keys)?).verify_json(&text) {
@@ -77,13 +85,23 @@ pub fn run(args: &VizArgs) -> Result<Exit, CliError> {
         .map(|operation| Refused { operation: operation.clone(), reason: args.denied_reason.clone() });
     match args.format {
         VizFormat::Tree => {
-            println!("passport: {} entries, {note}", nodes.len());
+            println!("passport: {}, {note}", count(nodes.len(), "entry", "entries"));
             print!("{}", render_tree(&nodes));
         }
         VizFormat::Mermaid => {
-            println!("{}%% kest passport: {} entries, {note}", render_mermaid(&nodes), nodes.len())
+            println!(
+                "{}%% kest passport: {}, {note}",
+                render_mermaid(&nodes),
+                count(nodes.len(), "entry", "entries")
+            )
         }
-        VizFormat::Dot => print!("// kest passport: {} entries, {note}\n{}", nodes.len(), render_dot(&nodes)),
+        VizFormat::Dot => {
+            print!(
+                "// kest passport: {}, {note}\n{}",
+                count(nodes.len(), "entry", "entries"),
+                render_dot(&nodes)
+            )
+        }
         VizFormat::Svg => print!("{}", picture.with_refused(refused).svg()),
         VizFormat::Html => print!("{}", picture.with_refused(refused).html()),
     }

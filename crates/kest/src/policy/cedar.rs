@@ -335,14 +335,7 @@ impl CedarEngineBuilder {
                 .map_err(|e| PolicyError::Config(format!("Cedar entities: {e}")))?,
         };
 
-        let history_free: std::collections::HashSet<String> = self
-            .policies
-            .iter()
-            .filter(|(name, text)| {
-                self.history_free.contains(name) || HISTORY_FREE.iter().any(|(n, t)| n == name && t == text)
-            })
-            .map(|(name, _)| name.clone())
-            .collect();
+        let history_free = super::history_free(&self.policies, &self.history_free, &HISTORY_FREE);
         let mut sources = self.policies;
         for dir in &self.directories {
             sources.extend(cedar_files(dir)?);

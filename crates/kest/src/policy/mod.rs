@@ -183,6 +183,21 @@ impl RemoteFailure {
     }
 }
 
+/// The policies of `policies` that are history-free: declared so by the
+/// deployer, or bundled ones loaded with exactly their bundled text.
+#[cfg(any(feature = "rego", feature = "cedar"))]
+fn history_free(
+    policies: &[(String, String)],
+    declared: &std::collections::HashSet<String>,
+    bundled: &[(&str, &str)],
+) -> std::collections::HashSet<String> {
+    policies
+        .iter()
+        .filter(|(name, text)| declared.contains(name) || bundled.iter().any(|(n, t)| n == name && t == text))
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
 /// A policy engine: evaluates one named policy against a context.
 ///
 /// Implementations must be safe to call from many threads at once, must

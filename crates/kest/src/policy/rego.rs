@@ -504,14 +504,7 @@ impl RegoEngineBuilder {
         }
 
         let pool: Vec<regorus::Engine> = Vec::with_capacity(self.pool_capacity);
-        let history_free = self
-            .policies
-            .iter()
-            .filter(|(name, text)| {
-                self.history_free.contains(name) || HISTORY_FREE.iter().any(|(n, t)| n == name && t == text)
-            })
-            .map(|(name, _)| name.clone())
-            .collect();
+        let history_free = super::history_free(&self.policies, &self.history_free, &HISTORY_FREE);
         Ok(RegoEngine {
             history_free,
             name: self.name,

@@ -41,6 +41,10 @@ pub const TOKEN_TYPE: &str = "kest-workload+jwt";
 /// Default lifetime of a minted token.
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(60);
 
+/// Longest lifetime (`exp - iat`) a verifier accepts: a token is a replay
+/// window, so a minter cannot widen it.
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(600);
+
 /// Clock skew tolerated on `iat`/`exp`.
 const LEEWAY_SECS: u64 = 30;
 
@@ -168,6 +172,9 @@ pub fn verify_workload_token(
     let number =
         |name: &str| claims.get(name).and_then(Value::as_u64).ok_or(WorkloadTokenError::Malformed("iat/exp"));
     let (iat, exp) = (number("iat")?, number("exp")?);
+    if exp.saturating_sub(iat) > MAX_TOKEN_LIFETIME.as_secs() {
+        return Err(WorkloadTokenError::Malformed("lifetime above the maximum"));
+    }
     if now_s > exp.saturating_add(LEEWAY_SECS) || iat > now_s.saturating_add(LEEWAY_SECS) {
         return Err(WorkloadTokenError::Expired);
     }

@@ -22,8 +22,8 @@ pub struct WorkloadTokenArgs {
     /// The destination service's origin, `scheme://host:port`.
     #[arg(long, value_name = "URL")]
     pub audience: String,
-    /// Lifetime in seconds.
-    #[arg(long, default_value_t = 60)]
+    /// Lifetime in seconds (at most 600: verifiers refuse longer ones).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=600))]
     pub ttl: u64,
 }
 

@@ -116,11 +116,6 @@ pub const DEFAULT_ENTRY_CACHE_CAPACITY: usize = 4096;
 /// Default memory bound of a layer's verified-entry cache (estimated).
 pub const DEFAULT_ENTRY_CACHE_BYTES: usize = 16 << 20;
 
-/// The stable `error` kind of a propagation failure.
-pub fn propagation_error_kind(error: &PropagationError) -> &'static str {
-    error.kind()
-}
-
 fn extraction_rejection(error: PropagationError) -> Rejection {
     let status = StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
     let kind = error.kind();
@@ -561,24 +556,18 @@ impl Config {
             Some(Err(())) => return Err(refuse(WorkloadTokenError::Malformed("not visible ASCII"))),
             Some(Ok(token)) => token,
         };
-        if let Some(jwks) = &self.jwks {
-            jwks.refresh_if_due().await;
-        }
         let now =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         verify_workload_token(&token, self.verifier.resolver().as_ref(), audience, now).map_err(refuse)
     }
 
-    /// Extracts and verifies, refreshing a JWKS key source first and once
-    /// more for a signer it does not know.
+    /// Extracts and verifies, refetching a JWKS key source once more for a
+    /// signer it does not know.
     async fn extract(
         &self,
         baggage: &Baggage,
         peer: Option<&str>,
     ) -> Result<crate::propagation::Extracted, PropagationError> {
-        if let Some(jwks) = &self.jwks {
-            jwks.refresh_if_due().await;
-        }
         let result = self.propagator.extract_from_peer(baggage, &self.verifier, peer).await;
         match (&result, &self.jwks) {
             (Err(PropagationError::Verification(VerifyError::Entry { source, .. })), Some(jwks))
@@ -597,6 +586,11 @@ impl Config {
     ) -> Result<Gate, Rejection> {
         let Incoming { baggage, token, workload_token, verified, peer } = incoming;
         let baggage = baggage?;
+        // One refresh of a JWKS key source per request, before any key is
+        // resolved (workload token, passport).
+        if let Some(jwks) = &self.jwks {
+            jwks.refresh_if_due().await;
+        }
         let peer = match (&self.peer_audience, peer) {
             (_, Some(peer)) => Some(peer),
             (None, None) => None,

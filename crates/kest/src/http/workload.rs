@@ -11,7 +11,8 @@
 use http::HeaderName;
 
 pub use kest_core::workload::{
-    DEFAULT_TOKEN_TTL, TOKEN_TYPE, WorkloadTokenError, mint_workload_token, verify_workload_token,
+    DEFAULT_TOKEN_TTL, MAX_TOKEN_LIFETIME, TOKEN_TYPE, WorkloadTokenError, mint_workload_token,
+    verify_workload_token,
 };
 
 /// The request header carrying the workload token.

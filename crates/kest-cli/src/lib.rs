@@ -1,5 +1,5 @@
 //! The `kest` command line (SPEC §10): `demo`, `verify`, `inspect`,
-//! `viz`, `keygen`, `jwks`, `append`, `whoami` and `policy`.
+//! `viz`, `audit`, `keygen`, `jwks`, `append`, `whoami` and `policy`.
 //!
 //! Exit codes are part of the contract: 0 success / valid, 1 invalid
 //! passport, 2 usage or I/O error.
@@ -12,7 +12,9 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory as _, Parser, Subcommand};
 
+pub mod audit;
 pub mod commands;
+pub mod export;
 mod input;
 pub mod render;
 
@@ -78,8 +80,11 @@ pub enum Command {
     Append(Box<commands::append::AppendArgs>),
     /// Print the auto-detected workload identity and why it was chosen (exit 2 if none can be used).
     Whoami(commands::whoami::WhoamiArgs),
-    /// Draw a passport's DAG (tree, mermaid, dot or html).
+    /// Draw a passport's DAG (tree, mermaid, dot, svg or html).
     Viz(commands::viz::VizArgs),
+    /// Rebuild and verify every passport of every trace from span exports (OTLP JSON lines,
+    /// SQLite span stores, directories of collector files); exit 0 all valid, 1 a defect, 2 usage.
+    Audit(commands::audit::AuditArgs),
     /// Bundled policies: `list`, `eval` (exit 0 allow, 1 deny, 2 error) and `test` (data test cases).
     Policy(commands::policy::PolicyArgs),
     /// Run the AI-agent demo on embedded defaults (no servers), write and verify its passport.
@@ -144,6 +149,7 @@ pub fn run(cli: Cli) -> Exit {
         Command::Append(args) => commands::append::run(&args),
         Command::Whoami(args) => commands::whoami::run(&args),
         Command::Viz(args) => commands::viz::run(&args),
+        Command::Audit(args) => commands::audit::run(&args),
         Command::Demo(args) => commands::demo::run(&args),
         Command::WorkloadToken(args) => commands::workload_token::run(&args),
         Command::Policy(args) => commands::policy::run(&args),

@@ -228,7 +228,10 @@ fn audit_trace(
                 kind: "duplicate_entry",
                 location: Some(span.origin.to_string()),
                 entry_hash: Some(hash.to_string()),
-                message: format!("entry already recorded by span {} at {}", first.span.span_id, first.span.origin),
+                message: format!(
+                    "entry already recorded by span {} at {}",
+                    first.span.span_id, first.span.origin
+                ),
             });
             continue;
         }
@@ -274,7 +277,8 @@ fn audit_trace(
     }
 
     // Rebuild in topological order and verify.
-    let order: Vec<&Recorded<'_>> = topological(&recorded).into_iter().filter_map(|i| recorded.get(i)).collect();
+    let order: Vec<&Recorded<'_>> =
+        topological(&recorded).into_iter().filter_map(|i| recorded.get(i)).collect();
     let rebuilt = UnverifiedPassport::from_entries(order.iter().map(|r| r.jws.to_owned()).collect());
     let entry_locations: Vec<String> = order.iter().map(|r| r.span.origin.to_string()).collect();
     let mut principals: Vec<String> = Vec::new();
@@ -287,11 +291,8 @@ fn audit_trace(
     let named_as_parent: HashSet<&str> =
         recorded.iter().flat_map(|r| r.entry.parent_ids.iter().map(String::as_str)).collect();
     let roots = order.iter().filter(|r| r.entry.is_root()).map(|r| r.hash.to_string()).collect();
-    let tips = order
-        .iter()
-        .map(|r| r.hash.to_string())
-        .filter(|h| !named_as_parent.contains(h.as_str()))
-        .collect();
+    let tips =
+        order.iter().map(|r| r.hash.to_string()).filter(|h| !named_as_parent.contains(h.as_str())).collect();
     let (verified, error) = if rebuilt.is_empty() {
         (None, None)
     } else {
@@ -340,11 +341,9 @@ fn is_refusal(span: &ExportedSpan) -> bool {
 
 fn denial(span: &ExportedSpan) -> Denial {
     Denial {
-        operation: span
-            .kest
-            .operation
-            .clone()
-            .unwrap_or_else(|| span.name.strip_prefix(crate::export::SPAN_PREFIX).unwrap_or(&span.name).to_owned()),
+        operation: span.kest.operation.clone().unwrap_or_else(|| {
+            span.name.strip_prefix(crate::export::SPAN_PREFIX).unwrap_or(&span.name).to_owned()
+        }),
         policy: span.kest.denied_policy.clone(),
         tier: span.kest.denied_tier.clone(),
         service: span.service.clone(),
@@ -400,11 +399,7 @@ fn check_attributes(r: &Recorded<'_>, findings: &mut Vec<Finding>) {
 
 /// The passport (or chain tip) a span carries must contain the span's own
 /// entry as a tip, and every entry in it must be recorded by the export.
-fn check_span_passport(
-    r: &Recorded<'_>,
-    present: &HashSet<String>,
-    findings: &mut Vec<Finding>,
-) {
+fn check_span_passport(r: &Recorded<'_>, present: &HashSet<String>, findings: &mut Vec<Finding>) {
     let own = r.hash.to_string();
     let location = Some(r.span.origin.to_string());
     if let Some(text) = r.span.kest.passport.as_deref() {
@@ -465,7 +460,9 @@ fn check_span_passport(
                         kind: "unrecorded_entry",
                         location: location.clone(),
                         entry_hash: Some(hash.clone()),
-                        message: format!("kest.chain_tip names {hash}, which no exported span of this trace records"),
+                        message: format!(
+                            "kest.chain_tip names {hash}, which no exported span of this trace records"
+                        ),
                     });
                 }
             }
@@ -484,11 +481,13 @@ fn check_span_passport(
 /// stays where the export had it, so a forged parent is reported before
 /// the children it orphaned).
 fn topological(recorded: &[Recorded<'_>]) -> Vec<usize> {
-    let index: HashMap<String, usize> = recorded.iter().enumerate().map(|(i, r)| (r.hash.to_string(), i)).collect();
+    let index: HashMap<String, usize> =
+        recorded.iter().enumerate().map(|(i, r)| (r.hash.to_string(), i)).collect();
     let mut pending: Vec<usize> = vec![0; recorded.len()];
     let mut children: Vec<Vec<usize>> = vec![Vec::new(); recorded.len()];
     for (i, r) in recorded.iter().enumerate() {
-        let mut parents: Vec<usize> = r.entry.parent_ids.iter().filter_map(|p| index.get(p).copied()).collect();
+        let mut parents: Vec<usize> =
+            r.entry.parent_ids.iter().filter_map(|p| index.get(p).copied()).collect();
         parents.sort_unstable();
         parents.dedup();
         for p in parents {

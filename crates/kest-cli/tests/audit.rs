@@ -134,12 +134,14 @@ fn fixture() -> Fixture {
     let mut hashes = Vec::new();
     let mut gateway = Vec::new();
     let mut worker = Vec::new();
-    for (n, (op, who)) in
-        [("ingest", GATEWAY), ("plan", GATEWAY), ("fetch", WORKER), ("answer", WORKER)].into_iter().enumerate()
+    for (n, (op, who)) in [("ingest", GATEWAY), ("plan", GATEWAY), ("fetch", WORKER), ("answer", WORKER)]
+        .into_iter()
+        .enumerate()
     {
         let hash = record(&mut passport, op, who);
         hashes.push(hash);
-        let span = recorded_span(if who == GATEWAY { "gateway" } else { "worker" }, n as u64 + 1, &passport, &hash);
+        let span =
+            recorded_span(if who == GATEWAY { "gateway" } else { "worker" }, n as u64 + 1, &passport, &hash);
         if who == GATEWAY { gateway.push(span) } else { worker.push(span) }
     }
     worker.push(Span {
@@ -203,8 +205,12 @@ fn a_complete_export_rebuilds_and_verifies_the_passport() {
     assert_eq!(t["roots"], json!([f.hashes[0].to_string()]));
     assert_eq!(t["tips"], json!([f.hashes[3].to_string()]));
     // The rebuilt passport is the original, in order, and verifies on its own.
-    let rebuilt: Vec<String> =
-        t["passport"].as_array().unwrap().iter().map(|j| EntryHash::of(j.as_str().unwrap()).to_string()).collect();
+    let rebuilt: Vec<String> = t["passport"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| EntryHash::of(j.as_str().unwrap()).to_string())
+        .collect();
     assert_eq!(rebuilt, f.hashes.iter().map(ToString::to_string).collect::<Vec<_>>());
     std::fs::write(f.path("rebuilt.json"), t["passport"].to_string()).unwrap();
     let v = kest(f.dir.path(), &["verify", "--semantic", "--keys", "jwks.json", "rebuilt.json"]);
@@ -318,7 +324,10 @@ fn a_tampered_entry_is_named_with_its_record() {
     let t = trace(&r);
     assert_eq!(t["error"]["kind"], "bad_signature", "{t:#}");
     assert!(t["error"]["location"].as_str().unwrap().ends_with("worker.jsonl:1"), "{t:#}");
-    assert!(t["error"]["message"].as_str().unwrap().contains("`fetch_internal` by spiffe://demo/worker"), "{t:#}");
+    assert!(
+        t["error"]["message"].as_str().unwrap().contains("`fetch_internal` by spiffe://demo/worker"),
+        "{t:#}"
+    );
     // The span's other attributes still describe the original entry.
     let mismatch: Vec<String> =
         findings_of(t, "span_mismatch").iter().map(|f| f["message"].as_str().unwrap().to_owned()).collect();
@@ -478,7 +487,8 @@ fn a_sqlite_store_round_trips_and_a_tampered_row_is_named() {
         })
         .unwrap();
     let forged = tamper_payload(&jws, |p| p["taints"] = json!(["reviewed"]));
-    conn.execute("UPDATE spans SET kest_signature = ?1 WHERE rowid = ?2", rusqlite::params![forged, rowid]).unwrap();
+    conn.execute("UPDATE spans SET kest_signature = ?1 WHERE rowid = ?2", rusqlite::params![forged, rowid])
+        .unwrap();
     drop(conn);
     let out = f.audit(&["spans.db"]);
     let r = report(&out);
@@ -513,4 +523,59 @@ fn a_database_that_is_not_a_span_store_is_reported() {
     let r = report(&out);
     assert_eq!(code(&out), 1, "{r:#}");
     assert_eq!(r["problems"][0]["kind"], "unsupported_store", "{r:#}");
+}
+
+#[test]
+fn viz_draws_a_trace_from_exports() {
+    let f = fixture();
+    f.write();
+    let out = kest(
+        f.dir.path(),
+        &["viz", "--format", "svg", "--keys", "jwks.json", "--trace", TRACE, "gateway.jsonl", "worker.jsonl"],
+    );
+    assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let svg = String::from_utf8(out.stdout).unwrap();
+    let doc = roxmltree::Document::parse(&svg).unwrap();
+    // One node per entry, in passport order; the refused call has no hash.
+    let hashes: Vec<String> =
+        doc.descendants().filter_map(|n| n.attribute("data-entry-hash")).map(str::to_owned).collect();
+    let mut expected: Vec<String> = f.hashes.iter().map(ToString::to_string).collect();
+    expected.push(String::new());
+    assert_eq!(hashes, expected);
+    let denied: Vec<_> = doc
+        .descendants()
+        .filter(|n| n.attribute("class").is_some_and(|c| c.split(' ').any(|c| c == "denied")))
+        .collect();
+    assert_eq!(denied.len(), 1, "{svg}");
+    assert!(svg.contains("send"), "the denied operation is drawn");
+    assert!(svg.contains("no_exfiltration"), "with its policy");
+
+    // A trace that is not in the exports: invalid, exit 1.
+    let out = kest(f.dir.path(), &["viz", "--trace", "0af7651916cd43dd8448eb211c80319c", "gateway.jsonl"]);
+    assert_eq!(code(&out), 1);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("trace_not_found"));
+    // Several inputs need --trace.
+    let out = kest(f.dir.path(), &["viz", "gateway.jsonl", "worker.jsonl"]);
+    assert_eq!(code(&out), 2);
+}
+
+#[test]
+fn viz_draws_a_baggage_value() {
+    let f = fixture();
+    let t = {
+        f.write();
+        let out = f.audit(&["gateway.jsonl", "worker.jsonl"]);
+        trace(&report(&out)).clone()
+    };
+    let mut b = kest_core::baggage::Baggage::new();
+    b.set("kest.passport", t["passport"].to_string()).unwrap();
+    std::fs::write(f.path("baggage.txt"), b.to_header().unwrap()).unwrap();
+    let out = kest(f.dir.path(), &["viz", "--baggage", "--keys", "jwks.json", "baggage.txt"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(code(&out), 0, "{text}");
+    assert!(text.starts_with("passport: 4 entries, verified"), "{text}");
+    std::fs::write(f.path("bad.txt"), "kest.passport=%ZZ").unwrap();
+    let out = kest(f.dir.path(), &["viz", "--baggage", "bad.txt"]);
+    assert_eq!(code(&out), 1);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("malformed_baggage"));
 }

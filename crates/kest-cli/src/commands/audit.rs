@@ -15,8 +15,10 @@ use crate::{CliError, Exit};
 
 /// Arguments of `kest audit`.
 #[derive(Debug, Args)]
-#[command(after_help = "Exit status: 0 every trace verified and complete, 1 a trace is invalid or incomplete \
-(or a record unreadable; each defect is printed with the export record it is in), 2 usage or I/O error.")]
+#[command(
+    after_help = "Exit status: 0 every trace verified and complete, 1 a trace is invalid or incomplete \
+(or a record unreadable; each defect is printed with the export record it is in), 2 usage or I/O error."
+)]
 pub struct AuditArgs {
     /// JWKS (or JWK) file with the signers' public keys; repeatable.
     #[arg(long = "keys", value_name = "JWKS", required = true)]

@@ -240,5 +240,7 @@ fn read_file(path: &Path, export: &mut Export) -> Result<(), CliError> {
 
 /// Whether `s` is `len` lowercase hex digits, not all zero.
 pub(crate) fn is_hex_id(s: &str, len: usize) -> bool {
-    s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) && s.bytes().any(|b| b != b'0')
+    s.len() == len
+        && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        && s.bytes().any(|b| b != b'0')
 }

@@ -73,7 +73,12 @@ pub(super) fn read(path: &Path, export: &mut Export) -> Result<(), CliError> {
 }
 
 /// The spans of one request (a batch), each with `origin`.
-pub(crate) fn collect(request: &ExportTraceServiceRequest, origin: &Origin, location: &str, export: &mut Export) {
+pub(crate) fn collect(
+    request: &ExportTraceServiceRequest,
+    origin: &Origin,
+    location: &str,
+    export: &mut Export,
+) {
     for resource_spans in &request.resource_spans {
         let service = resource_spans
             .resource

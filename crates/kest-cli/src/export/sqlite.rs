@@ -82,7 +82,8 @@ fn convert(path: &Path, row: &Row<'_>) -> Result<ExportedSpan, (i64, String)> {
         name: text(3)?.unwrap_or_default(),
         service: text(4)?,
         scope: text(5)?,
-        status_code: i32::try_from(status_code).map_err(|_| (rowid, "status_code out of range".to_owned()))?,
+        status_code: i32::try_from(status_code)
+            .map_err(|_| (rowid, "status_code out of range".to_owned()))?,
         status_message: text(7)?.filter(|m| !m.is_empty()),
         kest: KestAttributes {
             signature: text(8)?,

@@ -12,6 +12,8 @@
 
 pub use kest_core as core;
 
+#[cfg(feature = "aws")]
+pub mod aws;
 pub mod cache;
 pub mod error;
 pub mod hook;

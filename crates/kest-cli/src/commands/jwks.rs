@@ -14,6 +14,15 @@ pub struct JwksArgs {
     /// PEM private key with its principal, as PRINCIPAL=PATH (a PEM file carries no principal); repeatable.
     #[arg(long = "pem", value_name = "PRINCIPAL=PATH")]
     pub pem: Vec<String>,
+    /// An AWS KMS signing key (id, ARN or alias; `ECC_NIST_P256`): its public key from
+    /// `GetPublicKey`, with the standard AWS configuration (region, credentials, AWS_ENDPOINT_URL);
+    /// repeatable. Needs the `aws` feature.
+    #[arg(long = "from-kms", value_name = "KEY_ID")]
+    pub from_kms: Vec<String>,
+    /// The principal (kid) of the --from-kms keys (default: the caller ARN from STS
+    /// GetCallerIdentity, the workload id an AWS workload signs as).
+    #[arg(long, value_name = "PRINCIPAL", requires = "from_kms")]
+    pub principal: Option<String>,
     /// Key files: private JWKs (from `kest keygen`), public JWKs or JWKS documents.
     #[arg(value_name = "KEYFILE")]
     pub files: Vec<PathBuf>,
@@ -21,8 +30,8 @@ pub struct JwksArgs {
 
 /// Runs `kest jwks`.
 pub fn run(args: &JwksArgs) -> Result<Exit, CliError> {
-    if args.files.is_empty() && args.pem.is_empty() {
-        return Err(CliError("give at least one key file".into()));
+    if args.files.is_empty() && args.pem.is_empty() && args.from_kms.is_empty() {
+        return Err(CliError("give at least one key file (or --pem, --from-kms)".into()));
     }
     let mut keys: KeySet = load_keys(&args.files)?;
     for spec in &args.pem {
@@ -35,6 +44,35 @@ pub fn run(args: &JwksArgs) -> Result<Exit, CliError> {
         one.insert(principal, key).map_err(CliError::from_display)?;
         keys.extend(one).map_err(CliError::from_display)?;
     }
-    println!("{}", serde_json::to_string_pretty(&keys.to_jwks()).map_err(CliError::from_display)?);
+    let mut jwks = keys.to_jwks();
+    let kms = kms_keys(&args.from_kms, args.principal.as_deref())?;
+    if let Some(list) = jwks.get_mut("keys").and_then(serde_json::Value::as_array_mut) {
+        list.extend(kms);
+    }
+    println!("{}", serde_json::to_string_pretty(&jwks).map_err(CliError::from_display)?);
     Ok(Exit::Ok)
+}
+
+/// The JWKs of KMS keys `ids`, for `principal` or the caller ARN.
+#[cfg(feature = "aws")]
+fn kms_keys(ids: &[String], principal: Option<&str>) -> Result<Vec<serde_json::Value>, CliError> {
+    use kest::aws::{AwsSettings, AwsWorkloadIdentity, KmsKey};
+    use kest::core::Signer as _;
+    ids.iter()
+        .map(|id| match principal {
+            Some(p) => KmsKey::fetch(id, AwsSettings::default()).map(|k| k.jwk(p)),
+            None => AwsWorkloadIdentity::connect(id, AwsSettings::default())
+                .map(|who| who.signer().key().jwk(who.principal())),
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|e| CliError(format!("--from-kms: {e}")))
+}
+
+#[cfg(not(feature = "aws"))]
+fn kms_keys(ids: &[String], _principal: Option<&str>) -> Result<Vec<serde_json::Value>, CliError> {
+    if ids.is_empty() {
+        Ok(Vec::new())
+    } else {
+        Err(CliError("--from-kms needs the `aws` feature (cargo install kest-cli --features aws)".into()))
+    }
 }

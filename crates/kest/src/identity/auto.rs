@@ -105,20 +105,12 @@ impl<F: Fn(&str) -> Option<String>> AutoDetector<F> {
             });
         }
         if self.is_set(AWS_BEDROCK_AGENT_ID_ENV) {
-            return Err(IdentityError::NotCompiledIn {
-                backend: "AWS Bedrock agent",
-                reason: format!("{AWS_BEDROCK_AGENT_ID_ENV} is set"),
-                feature: "aws",
-            });
+            return self.bedrock(format!("{AWS_BEDROCK_AGENT_ID_ENV} is set"));
         }
         if let Some(region_var) = AWS_REGION_ENVS.into_iter().find(|v| self.is_set(v))
             && self.is_set(KEST_AWS_KMS_KEY_ID_ENV)
         {
-            return Err(IdentityError::NotCompiledIn {
-                backend: "AWS KMS",
-                reason: format!("{region_var} and {KEST_AWS_KMS_KEY_ID_ENV} are set"),
-                feature: "aws",
-            });
+            return self.aws(format!("{region_var} and {KEST_AWS_KMS_KEY_ID_ENV} are set"));
         }
         if self.is_set(OIDC_TOKEN_PATH_ENV) {
             let provider = OIDCIdentity::from_lookup(|name| self.get(name))?;
@@ -139,6 +131,49 @@ impl<F: Fn(&str) -> Option<String>> AutoDetector<F> {
                      falling back to an ephemeral local key (not for production)"
                 .to_owned(),
         })
+    }
+}
+
+impl<F: Fn(&str) -> Option<String>> AutoDetector<F> {
+    #[cfg(feature = "aws")]
+    fn aws_settings(&self) -> crate::aws::AwsSettings {
+        crate::aws::AwsSettings::from_lookup(|n| self.get(n))
+    }
+
+    #[cfg(feature = "aws")]
+    fn bedrock(&self, why: String) -> Result<Detection, IdentityError> {
+        let provider = crate::aws::BedrockAgentIdentity::from_lookup(|n| self.get(n), self.aws_settings())?;
+        let key = self.get(crate::aws::KEST_BEDROCK_KMS_KEY_ID_ENV).map_or_else(
+            || format!("the default key {}", crate::aws::DEFAULT_BEDROCK_KMS_KEY),
+            |_| format!("the key in {}", crate::aws::KEST_BEDROCK_KMS_KEY_ID_ENV),
+        );
+        Ok(Detection {
+            reason: format!("{why}: Bedrock agent identity (account from STS), signing ES256 with KMS {key}"),
+            provider: Box::new(provider),
+        })
+    }
+
+    #[cfg(not(feature = "aws"))]
+    fn bedrock(&self, why: String) -> Result<Detection, IdentityError> {
+        Err(IdentityError::NotCompiledIn { backend: "AWS Bedrock agent", reason: why, feature: "aws" })
+    }
+
+    #[cfg(feature = "aws")]
+    fn aws(&self, why: String) -> Result<Detection, IdentityError> {
+        let key = self.get(KEST_AWS_KMS_KEY_ID_ENV).unwrap_or_default();
+        let provider = crate::aws::AwsWorkloadIdentity::connect(&key, self.aws_settings())?;
+        Ok(Detection {
+            reason: format!(
+                "{why}: AWS workload identity (caller ARN from STS GetCallerIdentity), signing ES256 with the \
+                 KMS key in {KEST_AWS_KMS_KEY_ID_ENV}"
+            ),
+            provider: Box::new(provider),
+        })
+    }
+
+    #[cfg(not(feature = "aws"))]
+    fn aws(&self, why: String) -> Result<Detection, IdentityError> {
+        Err(IdentityError::NotCompiledIn { backend: "AWS KMS", reason: why, feature: "aws" })
     }
 }
 

@@ -75,6 +75,10 @@ pub enum IdentityError {
         /// What is wrong.
         reason: String,
     },
+    /// An AWS identity (STS, KMS) could not be established.
+    #[cfg(feature = "aws")]
+    #[error(transparent)]
+    Aws(#[from] crate::aws::AwsError),
     /// Anything else (randomness, backend failures).
     #[error("{0}")]
     Other(String),

@@ -67,4 +67,25 @@ impl Bridge {
             }
         }
     }
+
+    /// Runs `future` on the thread; the returned future waits for its
+    /// output (at most the timeout) on whatever executor polls it.
+    pub(crate) async fn run_async<T, F>(&self, future: F) -> Result<T, AwsError>
+    where
+        T: Send + 'static,
+        F: Future<Output = T> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let timeout = self.timeout;
+        let job: Job = Box::pin(async move {
+            let out = tokio::time::timeout(timeout, future).await;
+            let _ = tx.send(out);
+        });
+        self.jobs.send(job).map_err(|_| AwsError::Runtime("the AWS thread has stopped".to_owned()))?;
+        match rx.await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(_)) => Err(AwsError::Timeout(timeout)),
+            Err(_) => Err(AwsError::Runtime("the AWS thread dropped the call".to_owned())),
+        }
+    }
 }

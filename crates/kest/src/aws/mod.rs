@@ -208,13 +208,16 @@ impl AwsSettings {
     /// [`AutoDetector::from_env`]: crate::identity::AutoDetector::from_env
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> AwsSettings {
         let get = |name: &str| lookup(name).filter(|v| !v.is_empty());
-        let mut settings = AwsSettings::default();
-        settings.region = get("AWS_REGION").or_else(|| get("AWS_DEFAULT_REGION"));
-        settings.endpoint_url = get("AWS_ENDPOINT_URL");
-        if let (Some(id), Some(secret)) = (get("AWS_ACCESS_KEY_ID"), get("AWS_SECRET_ACCESS_KEY")) {
-            settings.credentials = Some((id, secret, get("AWS_SESSION_TOKEN")));
+        let credentials = match (get("AWS_ACCESS_KEY_ID"), get("AWS_SECRET_ACCESS_KEY")) {
+            (Some(id), Some(secret)) => Some((id, secret, get("AWS_SESSION_TOKEN"))),
+            _ => None,
+        };
+        AwsSettings {
+            region: get("AWS_REGION").or_else(|| get("AWS_DEFAULT_REGION")),
+            endpoint_url: get("AWS_ENDPOINT_URL"),
+            credentials,
+            timeout: None,
         }
-        settings
     }
 
     /// The limit on each AWS call ([`DEFAULT_TIMEOUT`] by default).
@@ -265,5 +268,14 @@ impl AwsClients {
         F: std::future::Future<Output = T> + Send + 'static,
     {
         self.bridge.run(future)
+    }
+
+    #[cfg(feature = "avp")]
+    pub(crate) async fn run_async<T, F>(&self, future: F) -> Result<T, AwsError>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = T> + Send + 'static,
+    {
+        self.bridge.run_async(future).await
     }
 }

@@ -1,6 +1,8 @@
 //! Policy engines (SPEC §6): one trait, sync and async evaluation, and
 //! the decision cache in front of any engine.
 
+#[cfg(feature = "avp")]
+pub mod avp;
 pub mod cache;
 #[cfg(feature = "cedar")]
 pub mod cedar;
@@ -24,6 +26,8 @@ use std::pin::Pin;
 
 use serde_json::Value;
 
+#[cfg(feature = "avp")]
+pub use avp::{AvpEngine, AvpEngineBuilder};
 pub use cache::DecisionCache;
 #[cfg(feature = "cedar")]
 pub use cedar::{CedarEngine, CedarEngineBuilder};

@@ -6,8 +6,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use kest_core::{
-    Classification, EntryDraft, EntryHash, KeySet, Limits, OriginMap, Parents, Passport, Signer as _,
-    TrustRules, Verifier,
+    Classification, EntryDraft, EntryHash, KeySet, Limits, OriginMap, Parents, Passport, TrustRules, Verifier,
 };
 
 use super::{entry_line, load_keys, parse_origins};
@@ -30,8 +29,13 @@ kest append --key ingest.jwk --passport p.json --operation clean --classificatio
 )]
 pub struct AppendArgs {
     /// Private key file (JWK from `kest keygen`, or PKCS#8 PEM with --principal).
-    #[arg(long, value_name = "KEYFILE")]
-    pub key: PathBuf,
+    #[arg(long, value_name = "KEYFILE", required_unless_present = "kms")]
+    pub key: Option<PathBuf>,
+    /// Sign with this AWS KMS key instead (id, ARN or alias; ECC_NIST_P256, ES256) as the STS
+    /// caller ARN (or --principal), with the standard AWS variables (AWS_REGION, credentials,
+    /// AWS_ENDPOINT_URL). Needs the `aws` feature.
+    #[arg(long, value_name = "KEY_ID", conflicts_with = "key")]
+    pub kms: Option<String>,
     /// Principal (workload id) to sign as; required for PEM keys, must match a JWK's kid.
     #[arg(long)]
     pub principal: Option<String>,
@@ -82,8 +86,7 @@ pub struct AppendArgs {
 
 /// Runs `kest append`.
 pub fn run(args: &AppendArgs) -> Result<Exit, CliError> {
-    let signer =
-        kest::keyfile::load_signer(&args.key, args.principal.as_deref()).map_err(CliError::from_display)?;
+    let signer = signer(args)?;
     let mut keys: KeySet = load_keys(&args.keys)?;
     let own = signer.public_key().ok_or_else(|| CliError("signing key has no public key".into()))?;
     let mut own_set = KeySet::new();
@@ -116,7 +119,7 @@ pub fn run(args: &AppendArgs) -> Result<Exit, CliError> {
 
     let draft = draft(args)?;
     let rules = TrustRules { origins, ..TrustRules::default() };
-    let hash = passport.record(&draft, &signer, &rules).map_err(CliError::from_display)?;
+    let hash = passport.record(&draft, signer.as_ref(), &rules).map_err(CliError::from_display)?;
     let out = args.out.as_deref().unwrap_or(&args.passport);
     write_atomically(out, &passport.to_json())?;
     let index = passport.len() - 1;
@@ -124,6 +127,36 @@ pub fn run(args: &AppendArgs) -> Result<Exit, CliError> {
         println!("appended{}", entry_line(index, entry).trim_start_matches(' ').replacen('[', " [", 1));
     }
     Ok(Exit::Ok)
+}
+
+/// The signer: a key file, or (feature `aws`) a KMS key.
+fn signer(args: &AppendArgs) -> Result<Box<dyn kest_core::Signer>, CliError> {
+    if let Some(path) = &args.key {
+        let signer =
+            kest::keyfile::load_signer(path, args.principal.as_deref()).map_err(CliError::from_display)?;
+        return Ok(Box::new(signer));
+    }
+    kms_signer(args.kms.as_deref().unwrap_or_default(), args.principal.as_deref())
+}
+
+#[cfg(feature = "aws")]
+fn kms_signer(key_id: &str, principal: Option<&str>) -> Result<Box<dyn kest_core::Signer>, CliError> {
+    use kest::aws::{AwsSettings, AwsWorkloadIdentity, KmsSigner};
+    let settings = AwsSettings::from_lookup(|name| std::env::var(name).ok());
+    let signer: Box<dyn kest_core::Signer> = match principal {
+        Some(p) => {
+            Box::new(KmsSigner::connect(p, key_id, settings).map_err(|e| CliError(format!("--kms: {e}")))?)
+        }
+        None => Box::new(
+            AwsWorkloadIdentity::connect(key_id, settings).map_err(|e| CliError(format!("--kms: {e}")))?,
+        ),
+    };
+    Ok(signer)
+}
+
+#[cfg(not(feature = "aws"))]
+fn kms_signer(_key_id: &str, _principal: Option<&str>) -> Result<Box<dyn kest_core::Signer>, CliError> {
+    Err(CliError("--kms needs the `aws` feature (cargo install kest-cli --features aws)".into()))
 }
 
 /// Refuses a `--source-type` that is neither a default origin nor one given

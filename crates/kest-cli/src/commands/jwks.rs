@@ -58,10 +58,11 @@ pub fn run(args: &JwksArgs) -> Result<Exit, CliError> {
 fn kms_keys(ids: &[String], principal: Option<&str>) -> Result<Vec<serde_json::Value>, CliError> {
     use kest::aws::{AwsSettings, AwsWorkloadIdentity, KmsKey};
     use kest::core::Signer as _;
+    let settings = || AwsSettings::from_lookup(|name| std::env::var(name).ok());
     ids.iter()
         .map(|id| match principal {
-            Some(p) => KmsKey::fetch(id, AwsSettings::default()).map(|k| k.jwk(p)),
-            None => AwsWorkloadIdentity::connect(id, AwsSettings::default())
+            Some(p) => KmsKey::fetch(id, settings()).map(|k| k.jwk(p)),
+            None => AwsWorkloadIdentity::connect(id, settings())
                 .map(|who| who.signer().key().jwk(who.principal())),
         })
         .collect::<Result<_, _>>()

@@ -1,0 +1,184 @@
+//! The CLI's AWS paths against `moto` (an AWS protocol server from PyPI,
+//! `$KEST_MOTO_SERVER`, installed by `./scripts/test`): a passport signed
+//! by a local key and by a KMS key (ES256) verifies with `kest verify`
+//! given `kest jwks --from-kms`; `kest whoami` reports the AWS identity;
+//! a disabled KMS key refuses to sign.
+#![cfg(feature = "aws")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+struct Moto {
+    child: Child,
+    port: u16,
+    python: PathBuf,
+}
+
+impl Moto {
+    fn start() -> Moto {
+        let bin = PathBuf::from(std::env::var_os("KEST_MOTO_SERVER").expect(
+            "KEST_MOTO_SERVER is not set: the AWS tests need moto_server (./scripts/test installs moto[server])",
+        ));
+        // moto's venv has boto3, used here only to create and break keys.
+        let python = bin.with_file_name("python");
+        assert!(bin.is_file() && python.is_file(), "{} is not a moto venv", bin.display());
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut child = Command::new(&bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..600 {
+            assert!(child.try_wait().unwrap().is_none(), "moto_server exited");
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Moto { child, port, python };
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("moto_server did not listen");
+    }
+
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{}", self.port)),
+            ("AWS_ACCESS_KEY_ID", "AKIAKESTTEST".into()),
+            ("AWS_SECRET_ACCESS_KEY", "x".into()),
+        ]
+    }
+
+    fn boto(&self, code: &str) -> String {
+        let script = format!(
+            "import boto3\nkms = boto3.client('kms', endpoint_url='http://127.0.0.1:{}', region_name='us-east-1', \
+             aws_access_key_id='x', aws_secret_access_key='x')\n{code}",
+            self.port
+        );
+        let out = Command::new(&self.python).args(["-c", &script]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    fn signing_key(&self) -> String {
+        self.boto(
+            "print(kms.create_key(KeySpec='ECC_NIST_P256', KeyUsage='SIGN_VERIFY')['KeyMetadata']['KeyId'])",
+        )
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn kest(dir: &Path, moto: &Moto, args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kest"));
+    cmd.current_dir(dir).args(args);
+    for var in ["AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "SPIFFE_ENDPOINT_SOCKET"] {
+        cmd.env_remove(var);
+    }
+    for (k, v) in moto.env() {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+#[test]
+fn a_local_and_a_kms_signed_passport_verifies_with_the_kms_jwks() {
+    let moto = Moto::start();
+    let key = moto.signing_key();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(&kest(d, &moto, &["keygen", "--principal", "spiffe://demo/ingest", "--out", "local.jwk"]));
+    ok(&kest(
+        d,
+        &moto,
+        &[
+            "append",
+            "--key",
+            "local.jwk",
+            "--passport",
+            "p.json",
+            "--operation",
+            "ingest",
+            "--source-type",
+            "system",
+        ],
+    ));
+    std::fs::write(d.join("local.json"), ok(&kest(d, &moto, &["jwks", "local.jwk"]))).unwrap();
+    let appended = ok(&kest(
+        d,
+        &moto,
+        &["append", "--kms", &key, "--keys", "local.json", "--passport", "p.json", "--operation", "approve"],
+    ));
+    assert!(appended.contains("approve by arn:aws:sts::123456789012:"), "{appended}");
+    let jwks = ok(&kest(d, &moto, &["jwks", "--from-kms", &key]));
+    let parsed: serde_json::Value = serde_json::from_str(&jwks).unwrap();
+    let jwk = &parsed["keys"][0];
+    assert_eq!(jwk["crv"], "P-256");
+    assert!(jwk["kid"].as_str().unwrap().starts_with("arn:aws:sts::123456789012:"));
+    std::fs::write(d.join("kms.json"), &jwks).unwrap();
+    let out = ok(&kest(
+        d,
+        &moto,
+        &["verify", "--semantic", "--keys", "local.json", "--keys", "kms.json", "p.json"],
+    ));
+    assert!(out.contains("valid"), "{out}");
+    // Without the KMS key the same passport does not verify.
+    let out = kest(d, &moto, &["verify", "--keys", "local.json", "p.json"]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn whoami_reports_the_aws_identity_and_why() {
+    let moto = Moto::start();
+    let key = moto.signing_key();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kest"));
+    cmd.current_dir(dir.path()).args(["whoami", "--format", "json"]).env_remove("SPIFFE_ENDPOINT_SOCKET");
+    for (k, v) in moto.env() {
+        cmd.env(k, v);
+    }
+    let out = cmd.env("KEST_AWS_KMS_KEY_ID", &key).output().unwrap();
+    let report: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
+    assert_eq!(report["provider"], "aws");
+    assert_eq!(report["algorithm"], "ES256");
+    assert!(report["workload_id"].as_str().unwrap().starts_with("arn:aws:"));
+    assert!(report["reason"].as_str().unwrap().contains("KEST_AWS_KMS_KEY_ID"));
+    assert_eq!(report["details"]["account"], "123456789012");
+}
+
+#[test]
+fn a_disabled_kms_key_does_not_sign() {
+    let moto = Moto::start();
+    let key = moto.signing_key();
+    moto.boto(&format!("kms.disable_key(KeyId='{key}')"));
+    let dir = tempfile::tempdir().unwrap();
+    let out = kest(
+        dir.path(),
+        &moto,
+        &["append", "--kms", &key, "--passport", "p.json", "--operation", "x", "--root"],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Disabled"));
+    assert!(!dir.path().join("p.json").exists(), "nothing was written");
+    let out = kest(dir.path(), &moto, &["jwks", "--from-kms", "alias/missing"]);
+    assert_eq!(out.status.code(), Some(2));
+}

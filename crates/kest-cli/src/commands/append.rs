@@ -83,7 +83,7 @@ pub struct AppendArgs {
 /// Runs `kest append`.
 pub fn run(args: &AppendArgs) -> Result<Exit, CliError> {
     let signer =
-        kest::keyfile::load_signer(&args.key, args.principal.as_deref()).map_err(CliError::from_display)?;
+        kest::keyfile::load_key(&args.key, args.principal.as_deref()).map_err(CliError::from_display)?;
     let mut keys: KeySet = load_keys(&args.keys)?;
     let own = signer.public_key().ok_or_else(|| CliError("signing key has no public key".into()))?;
     let mut own_set = KeySet::new();

@@ -38,13 +38,43 @@ fn reference_verifier_cannot_verify_es256_entries() {
     kest_in(d, &["keygen", "--principal", "spiffe://t/ec", "--alg", "ES256", "--out", "ec.jwk"]);
     kest_in(d, &["keygen", "--principal", "spiffe://t/ed", "--out", "ed.jwk"]);
     std::fs::write(d.join("jwks.json"), kest_in(d, &["jwks", "ec.jwk", "ed.jwk"])).unwrap();
-    kest_in(d, &["append", "--key", "ed.jwk", "--passport", "p.json", "--operation", "ingest", "--source-type", "internal"]);
-    kest_in(d, &["append", "--key", "ec.jwk", "--keys", "jwks.json", "--passport", "p.json", "--operation", "score"]);
-    kest_in(d, &["append", "--key", "ec.jwk", "--keys", "jwks.json", "--passport", "p.json", "--operation", "report"]);
+    kest_in(
+        d,
+        &[
+            "append",
+            "--key",
+            "ed.jwk",
+            "--passport",
+            "p.json",
+            "--operation",
+            "ingest",
+            "--source-type",
+            "internal",
+        ],
+    );
+    kest_in(
+        d,
+        &["append", "--key", "ec.jwk", "--keys", "jwks.json", "--passport", "p.json", "--operation", "score"],
+    );
+    kest_in(
+        d,
+        &[
+            "append",
+            "--key",
+            "ec.jwk",
+            "--keys",
+            "jwks.json",
+            "--passport",
+            "p.json",
+            "--operation",
+            "report",
+        ],
+    );
     kest_in(d, &["verify", "--semantic", "--keys", "jwks.json", "p.json"]);
 
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop/reference_verify_es256.py");
-    let out = Command::new(python()).arg(&script).arg(d.join("jwks.json")).arg(d.join("p.json")).output().unwrap();
+    let out =
+        Command::new(python()).arg(&script).arg(d.join("jwks.json")).arg(d.join("p.json")).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
 

@@ -215,7 +215,11 @@ pub fn write_private_key(
 /// Writes the private key of `signer` (Ed25519 or P-256) to a new file with
 /// mode `0600`, refusing to overwrite. A JWK records the signer's principal
 /// as `kid`; PEM (PKCS#8) carries none.
-pub fn write_signer_key(path: &Path, signer: &LocalSigner, format: PrivateKeyFormat) -> Result<(), KeyFileError> {
+pub fn write_signer_key(
+    path: &Path,
+    signer: &LocalSigner,
+    format: PrivateKeyFormat,
+) -> Result<(), KeyFileError> {
     let es256 = match signer {
         LocalSigner::Ed25519(ed) => return write_private_key(path, ed.principal(), ed.signing_key(), format),
         LocalSigner::Es256(es) => es,
@@ -235,7 +239,8 @@ pub fn write_signer_key(path: &Path, signer: &LocalSigner, format: PrivateKeyFor
             scalar.as_mut_slice().zeroize();
             let public = signer.public_key().ok_or_else(|| format_err(path, "no public key"))?;
             let jwk = public.to_jwk(signer.principal());
-            let coordinate = |name: &str| jwk.get(name).and_then(Value::as_str).unwrap_or_default().to_owned();
+            let coordinate =
+                |name: &str| jwk.get(name).and_then(Value::as_str).unwrap_or_default().to_owned();
             Zeroizing::new(format!(
                 "{{\"kty\":\"EC\",\"crv\":\"P-256\",\"kid\":{},\"x\":\"{}\",\"y\":\"{}\",\"d\":\"{}\"}}\n",
                 Value::String(signer.principal().to_owned()),

@@ -57,8 +57,11 @@ fn p256_key_file_signs_es256_entries_through_the_hook() {
         .unwrap();
 
         let passport = flow.passport();
-        let algs: Vec<String> =
-            passport.entries().iter().map(|e| header_of(e.jws())["alg"].as_str().unwrap().to_owned()).collect();
+        let algs: Vec<String> = passport
+            .entries()
+            .iter()
+            .map(|e| header_of(e.jws())["alg"].as_str().unwrap().to_owned())
+            .collect();
         assert_eq!(algs, ["ES256", "EdDSA", "ES256"]);
         let mut keys = KeySet::new();
         keys.insert(EC, identity.public_key().unwrap()).unwrap();

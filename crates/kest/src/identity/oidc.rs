@@ -119,9 +119,10 @@ impl OIDCIdentity {
                 let signer = crate::keyfile::load_key(&key_path, Some(&claims.subject))?;
                 (signer, format!("key file {}", key_path.display()))
             }
-            OidcSigningKey::Key(key) => {
-                (Ed25519Signer::from_signing_key(claims.subject.clone(), key).into(), "in-memory key".to_owned())
-            }
+            OidcSigningKey::Key(key) => (
+                Ed25519Signer::from_signing_key(claims.subject.clone(), key).into(),
+                "in-memory key".to_owned(),
+            ),
             OidcSigningKey::Ephemeral => {
                 let signer =
                     Ed25519Signer::generate(claims.subject.clone()).map_err(|e| IdentityError::Other(e.0))?;

@@ -1,5 +1,6 @@
 //! SPEC §11 benchmarks: raw Ed25519/SHA-256 floors against signing,
-//! appending, recording and verifying realistic ~900-byte entries.
+//! appending, recording and verifying realistic ~900-byte entries; ES256
+//! (P-256) signing and verification for comparison.
 //!
 //! Run with `cargo bench -p kest-benches -- --noplot`; `scripts/bench-ratios`
 //! turns the results into the §11 ratios.
@@ -156,9 +157,35 @@ fn parts(c: &mut Criterion, f: &Fixture) {
     g.finish();
 }
 
+/// ES256 (P-256, RFC 6979 signing, `PublicKey::verify`) on the same typical
+/// signing input, and a 100-entry ES256 passport, to compare with the
+/// Ed25519 figures of `raw` and `verify`.
+fn es256(c: &mut Criterion, f: &Fixture) {
+    let signer = kest_core::Es256Signer::from_scalar(kest_benches::PRINCIPAL, [0x5a; 32]).unwrap();
+    let key = signer.public_key().unwrap();
+    let mut g = c.benchmark_group("es256");
+    g.bench_function("sign_900B", |b| b.iter(|| signer.sign(black_box(&f.message)).unwrap()));
+    let sig = signer.sign(&f.message).unwrap();
+    g.bench_function("verify_900B", |b| {
+        b.iter(|| key.verify(black_box(&f.message), black_box(&sig)).unwrap())
+    });
+    let rules = TrustRules::default();
+    let mut p = Passport::new();
+    for i in 0..N {
+        p.record(&draft(i), &signer, &rules).unwrap();
+    }
+    let mut keys = KeySet::new();
+    keys.insert(kest_benches::PRINCIPAL, key).unwrap();
+    let verifier = Verifier::new(keys);
+    let unverified = p.to_unverified();
+    g.bench_function("passport_100", |b| b.iter(|| verifier.verify(black_box(&unverified)).unwrap()));
+    g.finish();
+}
+
 fn benches(c: &mut Criterion) {
     let f = fixture();
     raw(c, &f);
+    es256(c, &f);
     entry(c, &f);
     verify(c, &f);
     parts(c, &f);

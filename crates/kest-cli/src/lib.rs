@@ -72,7 +72,7 @@ pub enum Command {
     Verify(commands::verify::VerifyArgs),
     /// Print the decoded entries of a passport without verifying them.
     Inspect(commands::inspect::InspectArgs),
-    /// Create an Ed25519 key for a principal (private key to a 0600 file, public JWK to stdout).
+    /// Create an Ed25519 (default) or P-256 (`--alg ES256`) key for a principal (private key to a 0600 file, public JWK to stdout).
     Keygen(commands::keygen::KeygenArgs),
     /// Print a JWKS with the public keys of key files.
     Jwks(commands::jwks::JwksArgs),

@@ -74,15 +74,20 @@ fn slot_key(jws: &str) -> Option<SlotKey> {
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct KeyId {
     alg: &'static str,
-    key: [u8; 32],
+    /// The key's bytes (Ed25519: 32 bytes then zeros; P-256: `x||y`).
+    key: [u8; 64],
 }
 
 impl KeyId {
     /// The identity of `key`.
     pub(crate) fn of(key: &PublicKey) -> KeyId {
-        match key {
-            PublicKey::Ed25519(vk) => KeyId { alg: key.allowed_alg(), key: vk.to_bytes() },
+        let mut bytes = [0u8; 64];
+        let raw = key.raw_bytes();
+        let n = raw.len().min(64);
+        if let (Some(dst), Some(src)) = (bytes.get_mut(..n), raw.get(..n)) {
+            dst.copy_from_slice(src);
         }
+        KeyId { alg: key.allowed_alg(), key: bytes }
     }
 }
 

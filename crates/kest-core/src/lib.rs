@@ -5,7 +5,7 @@
 //! alone.
 //!
 //! A **Passport** is an ordered list of JWS compact strings (RFC 7515,
-//! EdDSA/Ed25519 per RFC 8037) whose payloads are RFC 8785 canonical
+//! EdDSA/Ed25519 per RFC 8037, or ES256/P-256 per RFC 7518) whose payloads are RFC 8785 canonical
 //! [`KestEntry`] objects. Each entry names its parents by the SHA-256 of
 //! their JWS strings, forming a Merkle DAG. The format is byte-compatible
 //! with the Python reference (`kest==0.3.0.post1`).
@@ -69,15 +69,21 @@ pub use entry::{
 };
 pub use error::{EntryError, ErrorKind, FieldError, PassportError, Segment, VerifyError};
 pub use hash::{EntryHash, ParseHashError};
-pub use keyset::{KeySet, KeySetError, PublicKey, parse_jwk};
+pub use keyset::{
+    ALG_EDDSA, ALG_ES256, KeyError, KeySet, KeySetError, PublicKey, SIGNATURE_LEN, SignatureError, parse_jwk,
+};
 pub use passport::{
     AppendError, DraftError, Entry, EntryDraft, Limits, Parents, Passport, RecordError, SignedEntry,
     UnverifiedPassport, prepare_entry, sign_entry,
 };
 pub use resolve::{KeyResolver, ResolveError};
-pub use signer::{Ed25519Signer, SignError, Signer};
+pub use signer::{Algorithm, Ed25519Signer, Es256Signer, LocalSigner, SignError, Signer};
 pub use trust::{
     DEFAULT_ORIGINS, MISSING_ROOT_ORIGIN_SCORE, MISSING_SELF_SCORE, OriginError, OriginMap, TrustEvaluator,
     TrustRules, WEAKEST_LINK, WeakestLink, WeightedTrust, accumulate_taints,
 };
 pub use verify::Verifier;
+
+/// The RustCrypto P-256 crate this one uses for `ES256`, for callers that
+/// build or export P-256 keys.
+pub use p256;

@@ -133,7 +133,12 @@ pub fn sign_entry(entry: KestEntry, signer: &dyn Signer) -> Result<SignedEntry, 
     let alg = signer.algorithm();
     let mut jws = signing_input(&header_json(alg, signer.principal()), &payload);
     let signature = signer.sign(jws.as_bytes())?;
-    if alg == "EdDSA" && signature.len() != 64 {
+    // Both algorithms have 64-byte signatures (Ed25519 `R||S`, ES256 `r||s`
+    // of RFC 7518 §3.4): a remote signer returning DER for ES256 is refused
+    // here rather than producing an entry no verifier accepts.
+    if matches!(alg, crate::keyset::ALG_EDDSA | crate::keyset::ALG_ES256)
+        && signature.len() != crate::keyset::SIGNATURE_LEN
+    {
         return Err(SignError(format!("signer returned {} bytes, not 64", signature.len())));
     }
     jws.push('.');

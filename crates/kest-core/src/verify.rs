@@ -4,10 +4,6 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use curve25519_dalek::edwards::CompressedEdwardsY;
-use curve25519_dalek::scalar::Scalar;
-use ed25519_dalek::{Signature, VerifyingKey};
-
 use crate::cache::{Cached, KeyId, VerifiedEntryCache};
 use crate::encoding::b64url_decode;
 use crate::entry::{
@@ -16,7 +12,7 @@ use crate::entry::{
 use crate::error::{EntryError, Segment, VerifyError};
 use crate::hash::EntryHash;
 use crate::jws::decode_compact;
-use crate::keyset::{KeySet, PublicKey};
+use crate::keyset::{KeySet, PublicKey, SignatureError};
 use crate::passport::{Entry, Limits, Passport, UnverifiedPassport};
 use crate::pool;
 use crate::resolve::{KeyResolver, ResolveError};
@@ -31,7 +27,9 @@ use crate::trust::{
 /// decoded from the same bytes under the same limits), spread over the
 /// available cores; its structure, algorithm, `kid`, signer and links are
 /// then checked in order, and every signature of the entries before the
-/// first refusal is checked with `verify_strict` (cofactorless; small-order
+/// first refusal is checked with [`PublicKey::verify`] — the algorithm is
+/// fixed by the signer's key type (Ed25519 → `EdDSA`, P-256 → `ES256`, 64-byte
+/// `r||s`, DER and out-of-range `r`/`s` refused). Ed25519 uses `verify_strict` (cofactorless; small-order
 /// or non-canonical `R`, non-canonical `s` refused; weak and mixed-order
 /// keys are refused when the key set is built) — with a static key set
 /// while decoding, on all cores, with a resolver once the keys are
@@ -157,8 +155,8 @@ enum SignatureState {
 struct SignatureCheck {
     index: usize,
     entry: Arc<Entry>,
-    signature: Signature,
-    key: VerifyingKey,
+    signature: [u8; 64],
+    key: PublicKey,
     key_id: KeyId,
     state: SignatureState,
 }
@@ -349,9 +347,10 @@ impl Verifier {
         if let Some(bad) = signatures.iter().find(|s| s.state == SignatureState::Bad) {
             return Err(VerifyError::Entry {
                 index: bad.index,
-                source: precheck_signature(&bad.signature, bad.entry.principal())
-                    .err()
-                    .unwrap_or_else(|| EntryError::BadSignature(bad.entry.principal().to_owned())),
+                source: signature_error(
+                    bad.key.verify(signing_input(bad.entry.jws()), &bad.signature).err(),
+                    bad.entry.principal(),
+                ),
             });
         }
         if let Some(e) = first_error {
@@ -485,8 +484,7 @@ impl Verifier {
                 }
                 _ => SignatureState::Pending,
             };
-            let PublicKey::Ed25519(vk) = key;
-            Some((Signature::from_bytes(&raw), vk, state))
+            Some((raw, key, state))
         };
 
         // Linkage.
@@ -663,9 +661,8 @@ fn decode_entry(
     let checked = match (key_set, &signature) {
         (Some(keys), Ok(raw)) => {
             keys.get(entry.principal()).filter(|key| entry.header.alg == key.allowed_alg()).map(|key| {
-                let PublicKey::Ed25519(vk) = key;
                 let message = jws.get(..decoded.signing_input_len).unwrap_or_default().as_bytes();
-                (KeyId::of(key), vk.verify_strict(message, &Signature::from_bytes(raw)).is_ok())
+                (KeyId::of(key), key.verify(message, raw).is_ok())
             })
         }
         _ => None,
@@ -685,24 +682,16 @@ fn signature_bytes(jws: &str) -> Result<Result<[u8; 64], usize>, EntryError> {
     Ok(raw.as_slice().try_into().map_err(|_| raw.len()))
 }
 
-/// Names why `verify_strict` refused a signature when the encoding itself is
-/// at fault (it is only consulted after a refusal, since `verify_strict`
-/// makes the same checks): a non-reduced `s`, and an `R` that is
-/// not a canonical encoding of a point or is of small order.
-fn precheck_signature(signature: &Signature, principal: &str) -> Result<(), EntryError> {
-    let malformed = |reason| EntryError::MalformedSignature { principal: principal.to_owned(), reason };
-    if Option::<Scalar>::from(Scalar::from_canonical_bytes(*signature.s_bytes())).is_none() {
-        return Err(malformed("scalar s is not reduced"));
+/// The entry error for a refused signature (`None`: refused earlier without
+/// a reason, reported as a bad signature).
+fn signature_error(error: Option<SignatureError>, principal: &str) -> EntryError {
+    match error {
+        Some(SignatureError::Length(n)) => EntryError::SignatureLength(n),
+        Some(SignatureError::Malformed(reason)) => {
+            EntryError::MalformedSignature { principal: principal.to_owned(), reason }
+        }
+        _ => EntryError::BadSignature(principal.to_owned()),
     }
-    let r = CompressedEdwardsY(*signature.r_bytes());
-    let point = r.decompress().ok_or_else(|| malformed("R is not a curve point"))?;
-    if point.compress() != r {
-        return Err(malformed("R is not canonically encoded"));
-    }
-    if point.is_small_order() {
-        return Err(malformed("R has small order"));
-    }
-    Ok(())
 }
 
 /// `BASE64URL(header) "." BASE64URL(payload)` of a decoded entry.
@@ -729,18 +718,18 @@ fn check_pending(signatures: &mut [SignatureCheck]) {
     if pending.is_empty() {
         return;
     }
-    let items: Vec<(Arc<Entry>, Signature, VerifyingKey)> =
-        pending.iter().map(|s| (s.entry.clone(), s.signature, s.key)).collect();
+    let items: Vec<(Arc<Entry>, [u8; 64], PublicKey)> =
+        pending.iter().map(|s| (s.entry.clone(), s.signature, s.key.clone())).collect();
     let extra = if items.len() >= 2 { pool::threads() - 1 } else { 0 };
-    let good = pool::map(items, extra, |(entry, signature, key): &(Arc<Entry>, Signature, VerifyingKey)| {
-        key.verify_strict(signing_input(entry.jws()), signature).is_ok()
+    let good = pool::map(items, extra, |(entry, signature, key): &(Arc<Entry>, [u8; 64], PublicKey)| {
+        key.verify(signing_input(entry.jws()), signature).is_ok()
     });
     let mut good = good.into_iter();
     for s in signatures.iter_mut().filter(|s| s.state == SignatureState::Pending) {
         let ok = match good.next() {
             Some(Some(ok)) => ok,
             // Lost with a helper that panicked: check it here.
-            _ => s.key.verify_strict(signing_input(s.entry.jws()), &s.signature).is_ok(),
+            _ => s.key.verify(signing_input(s.entry.jws()), &s.signature).is_ok(),
         };
         s.state = if ok { SignatureState::Good } else { SignatureState::Bad };
     }

@@ -3,7 +3,9 @@
 //!
 //! The caller (the `kest` crate's HTTP propagation middleware) mints, per
 //! request, a short-lived compact JWS signed by its Kest identity
-//! — header `{"alg":"EdDSA","kid":<principal>,"typ":"kest-workload+jwt"}`,
+//! — header `{"alg":"EdDSA","kid":<principal>,"typ":"kest-workload+jwt"}`
+//! (`"alg":"ES256"` for a P-256 identity: tokens support both algorithms,
+//! the verifier fixing it by the signer's key type as for passport entries),
 //! claims `sub` (the principal), `aud` (the destination's origin,
 //! `scheme://host:port`), `iat`, `exp` — sent in the `kest-workload` header.
 //! The callee's lineage layer verifies it against the same keys as the
@@ -33,7 +35,7 @@ use serde_json::{Value, json};
 
 use crate::encoding::{b64url_decode, b64url_encode};
 use crate::json::parse_strict;
-use crate::{KeyResolver, PublicKey, SignError, Signer};
+use crate::{KeyResolver, SignError, Signer};
 
 /// The `typ` of a workload token.
 pub const TOKEN_TYPE: &str = "kest-workload+jwt";
@@ -159,16 +161,9 @@ pub fn verify_workload_token(
         return Err(WorkloadTokenError::Malformed("alg"));
     }
     let signature = b64url_decode(signature).map_err(|_| WorkloadTokenError::Malformed("signature"))?;
-    let verified = match &key {
-        PublicKey::Ed25519(vk) => {
-            let raw: [u8; 64] =
-                signature.as_slice().try_into().map_err(|_| WorkloadTokenError::BadSignature)?;
-            vk.verify_strict(signing_input.as_bytes(), &ed25519_dalek::Signature::from_bytes(&raw)).is_ok()
-        }
-    };
-    if !verified {
-        return Err(WorkloadTokenError::BadSignature);
-    }
+    // The key type fixes the algorithm (EdDSA or ES256, checked above) and
+    // the verification rules (PublicKey::verify).
+    key.verify(signing_input.as_bytes(), &signature).map_err(|_| WorkloadTokenError::BadSignature)?;
     let number =
         |name: &str| claims.get(name).and_then(Value::as_u64).ok_or(WorkloadTokenError::Malformed("iat/exp"));
     let (iat, exp) = (number("iat")?, number("exp")?);

@@ -138,12 +138,8 @@ fn kms_signatures_are_es256_r_s_and_verify_under_get_public_key() {
     assert_eq!(jwk["crv"], "P-256");
     let x = kest_core::encoding::b64url_decode(jwk["x"].as_str().unwrap()).unwrap();
     let y = kest_core::encoding::b64url_decode(jwk["y"].as_str().unwrap()).unwrap();
-    let point = p256::EncodedPoint::from_affine_coordinates(
-        p256::FieldBytes::from_slice(&x),
-        p256::FieldBytes::from_slice(&y),
-        false,
-    );
-    let vk = p256::ecdsa::VerifyingKey::from_encoded_point(&point).unwrap();
+    let sec1: Vec<u8> = [&[0x04][..], &x, &y].concat();
+    let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).unwrap();
     let signature = p256::ecdsa::Signature::from_slice(&sig).unwrap();
     vk.verify(input, &signature).unwrap();
     assert!(vk.verify(b"other input", &signature).is_err());

@@ -133,7 +133,7 @@ pub fn run(args: &AppendArgs) -> Result<Exit, CliError> {
 fn signer(args: &AppendArgs) -> Result<Box<dyn kest_core::Signer>, CliError> {
     if let Some(path) = &args.key {
         let signer =
-            kest::keyfile::load_signer(path, args.principal.as_deref()).map_err(CliError::from_display)?;
+            kest::keyfile::load_key(path, args.principal.as_deref()).map_err(CliError::from_display)?;
         return Ok(Box::new(signer));
     }
     kms_signer(args.kms.as_deref().unwrap_or_default(), args.principal.as_deref())

@@ -30,7 +30,7 @@ pub struct WorkloadTokenArgs {
 /// Prints a token for the `kest-workload` request header.
 pub fn run(args: &WorkloadTokenArgs) -> Result<Exit, CliError> {
     let signer =
-        kest::keyfile::load_signer(&args.key, args.principal.as_deref()).map_err(CliError::from_display)?;
+        kest::keyfile::load_key(&args.key, args.principal.as_deref()).map_err(CliError::from_display)?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let token = mint_workload_token(&signer, &args.audience, Duration::from_secs(args.ttl), now)
         .map_err(CliError::from_display)?;

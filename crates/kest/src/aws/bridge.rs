@@ -68,6 +68,7 @@ impl Bridge {
         }
     }
 
+    #[cfg(feature = "avp")]
     /// Runs `future` on the thread; the returned future waits for its
     /// output (at most the timeout) on whatever executor polls it.
     pub(crate) async fn run_async<T, F>(&self, future: F) -> Result<T, AwsError>

@@ -96,16 +96,18 @@ impl KmsKey {
     /// The public key as a JWK for `principal` (`kty` EC, `crv` P-256,
     /// `alg` ES256, `kid` the principal).
     pub fn jwk(&self, principal: &str) -> Value {
-        let point = self.verifying.to_encoded_point(false);
-        let coordinate = |c: Option<&p256::FieldBytes>| c.map(|c| b64url_encode(c)).unwrap_or_default();
+        // SEC1 uncompressed: 0x04 || x (32) || y (32).
+        let point = self.verifying.to_sec1_point(false);
+        let bytes = point.as_bytes();
+        let coordinate = |c: Option<&[u8]>| c.map(b64url_encode).unwrap_or_default();
         json!({
             "kty": "EC",
             "crv": "P-256",
             "alg": ALGORITHM,
             "use": "sig",
             "kid": principal,
-            "x": coordinate(point.x()),
-            "y": coordinate(point.y()),
+            "x": coordinate(bytes.get(1..33)),
+            "y": coordinate(bytes.get(33..65)),
         })
     }
 

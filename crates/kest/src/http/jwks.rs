@@ -1,6 +1,6 @@
 //! JWKS documents: where they come from ([`JwksSource`]), how they are
 //! fetched, and the two kinds of key set built from them — the Kest
-//! [`KeySet`] that verifies passports (Ed25519 keys named by principal) and
+//! [`KeySet`] that verifies passports (Ed25519 or P-256 keys named by principal) and
 //! the bearer-token keys of the [`IdentityLayer`](super::IdentityLayer)
 //! (RS256, ES256, EdDSA by `kid`, refetched on an unknown `kid` at most once
 //! per interval).
@@ -185,7 +185,7 @@ pub enum JwksError {
     /// The document has no key that can verify bearer tokens.
     #[error("JWKS has no usable signing key (RS256, ES256 or EdDSA, with a `kid`)")]
     NoUsableKeys,
-    /// The document is not a Kest key set (Ed25519 keys named by principal).
+    /// The document is not a Kest key set (Ed25519 or P-256 keys named by principal).
     #[error("JWKS is not a Kest key set: {0}")]
     KeySet(#[from] kest_core::KeySetError),
     /// The Kest key set is empty: it could verify no passport entry.

@@ -1,4 +1,4 @@
-//! [`JwksKeyResolver`]: the Kest verifier keys (Ed25519 JWKS, `kid` = the
+//! [`JwksKeyResolver`]: the Kest verifier keys (Ed25519 and P-256 JWKS, `kid` = the
 //! principal) from a URL or file, kept fresh by a [`RefreshPolicy`] (SPEC
 //! §8): refreshed on an interval, refetched (rate-limited) when a passport
 //! names an unknown signer, refused once stale. A key removed from the

@@ -242,7 +242,7 @@ impl LineageLayerBuilder {
         self
     }
 
-    /// Verifies passports with the Kest key set (Ed25519 JWKS, `kid` = the
+    /// Verifies passports with the Kest key set (Ed25519 and P-256 JWKS, `kid` = the
     /// principal) in this file, read when the layer is built and reread as
     /// the [refresh policy](Self::refresh) says.
     pub fn jwks_file(mut self, path: impl Into<PathBuf>) -> Self {

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ed25519_dalek::SigningKey;
 use kest_core::encoding::b64url_decode;
 use kest_core::json::parse_strict;
-use kest_core::{Ed25519Signer, PublicKey, SignError, Signer};
+use kest_core::{Ed25519Signer, LocalSigner, PublicKey, SignError, Signer};
 use serde_json::{Map, Value};
 use zeroize::Zeroizing;
 
@@ -92,7 +92,7 @@ impl fmt::Debug for OidcSigningKey {
 /// assert_eq!(id.kind(), "oidc");
 /// ```
 pub struct OIDCIdentity {
-    signer: Ed25519Signer,
+    signer: LocalSigner,
     issuer: Option<String>,
     token_path: PathBuf,
     expires_at: Option<SystemTime>,
@@ -116,17 +116,18 @@ impl OIDCIdentity {
         let claims = read_claims(&token_path)?;
         let (signer, key_source) = match signer_key {
             OidcSigningKey::KeyFile(key_path) => {
-                let signer = crate::keyfile::load_signer(&key_path, Some(&claims.subject))?;
+                let signer = crate::keyfile::load_key(&key_path, Some(&claims.subject))?;
                 (signer, format!("key file {}", key_path.display()))
             }
-            OidcSigningKey::Key(key) => {
-                (Ed25519Signer::from_signing_key(claims.subject.clone(), key), "in-memory key".to_owned())
-            }
+            OidcSigningKey::Key(key) => (
+                Ed25519Signer::from_signing_key(claims.subject.clone(), key).into(),
+                "in-memory key".to_owned(),
+            ),
             OidcSigningKey::Ephemeral => {
                 let signer =
                     Ed25519Signer::generate(claims.subject.clone()).map_err(|e| IdentityError::Other(e.0))?;
                 warn_ephemeral_once("oidc");
-                (signer, "ephemeral Ed25519 key, new in each process (not for production)".to_owned())
+                (signer.into(), "ephemeral Ed25519 key, new in each process (not for production)".to_owned())
             }
         };
         Ok(OIDCIdentity {
@@ -182,7 +183,7 @@ impl OIDCIdentity {
 
     /// The public JWK of the signing key (`kid` = the workload id).
     pub fn public_jwk(&self) -> Value {
-        PublicKey::Ed25519(self.signer.signing_key().verifying_key()).to_jwk(self.signer.principal())
+        self.signer.public_key().map(|k| k.to_jwk(self.signer.principal())).unwrap_or(Value::Null)
     }
 
     fn check_not_expired(&self) -> Result<(), SignError> {

@@ -1,8 +1,9 @@
-//! [`StaticIdentity`]: an explicit workload id with a configured Ed25519 key.
+//! [`StaticIdentity`]: an explicit workload id with a configured Ed25519 or
+//! P-256 key.
 
 use std::path::{Path, PathBuf};
 
-use kest_core::{Ed25519Signer, PublicKey, SignError, Signer};
+use kest_core::{Ed25519Signer, LocalSigner, PublicKey, SignError, Signer};
 use serde_json::Value;
 
 use super::{IdentityError, IdentityProvider};
@@ -15,9 +16,10 @@ enum KeySource {
     Signer,
 }
 
-/// An identity with an explicit workload id and a configured Ed25519 key:
-/// a PKCS#8 PEM or private JWK key file, a 32-byte seed, or an existing
-/// [`Ed25519Signer`].
+/// An identity with an explicit workload id and a configured key — Ed25519
+/// (signs `EdDSA` entries) or P-256 (signs `ES256` entries): a PKCS#8 PEM or
+/// private JWK key file, a 32-byte Ed25519 seed, or an existing
+/// [`Ed25519Signer`], [`kest_core::Es256Signer`] or [`LocalSigner`].
 ///
 /// The key stays in memory (zeroized on drop) and never appears in `Debug`,
 /// `describe` or errors.
@@ -33,15 +35,20 @@ enum KeySource {
 /// assert_eq!(id.public_key(), StaticIdentity::from_seed("x", [42u8; 32]).public_key());
 /// // Debug shows the public key, never the secret.
 /// assert!(!format!("{id:?}").contains(&kest::core::encoding::b64url_encode(&[42u8; 32])));
+///
+/// // A P-256 key signs ES256 entries.
+/// let ec = StaticIdentity::from_signer(kest::core::Es256Signer::from_scalar("spiffe://prod/ec", [7u8; 32]).unwrap());
+/// assert_eq!(ec.algorithm(), "ES256");
+/// assert_eq!(ec.public_jwk()["crv"], "P-256");
 /// ```
 pub struct StaticIdentity {
-    signer: Ed25519Signer,
+    signer: LocalSigner,
     source: KeySource,
 }
 
 impl StaticIdentity {
-    /// Loads the key from a PKCS#8 PEM or private JWK file
-    /// ([`crate::keyfile::load_signer`]).
+    /// Loads the key (Ed25519 or P-256) from a PKCS#8 PEM or private JWK
+    /// file ([`crate::keyfile::load_key`]).
     ///
     /// The workload id is `principal` or, for a JWK, its `kid`. A PEM file
     /// needs an explicit `principal`; a JWK whose `kid` differs from an
@@ -51,7 +58,7 @@ impl StaticIdentity {
         principal: Option<&str>,
     ) -> Result<StaticIdentity, IdentityError> {
         let path = path.as_ref();
-        let signer = crate::keyfile::load_signer(path, principal)?;
+        let signer = crate::keyfile::load_key(path, principal)?;
         if signer.principal().is_empty() {
             return Err(IdentityError::Other(format!(
                 "{}: the workload id must not be empty",
@@ -66,17 +73,18 @@ impl StaticIdentity {
     /// The provider's copy is zeroized on drop; zeroizing the caller's
     /// `seed` is the caller's responsibility.
     pub fn from_seed(workload_id: impl Into<String>, seed: [u8; 32]) -> StaticIdentity {
-        StaticIdentity { signer: Ed25519Signer::from_seed(workload_id, seed), source: KeySource::Seed }
+        StaticIdentity { signer: Ed25519Signer::from_seed(workload_id, seed).into(), source: KeySource::Seed }
     }
 
-    /// An identity around an existing signer (its principal is the workload id).
-    pub fn from_signer(signer: Ed25519Signer) -> StaticIdentity {
-        StaticIdentity { signer, source: KeySource::Signer }
+    /// An identity around an existing in-memory signer, Ed25519 or P-256
+    /// (its principal is the workload id).
+    pub fn from_signer(signer: impl Into<LocalSigner>) -> StaticIdentity {
+        StaticIdentity { signer: signer.into(), source: KeySource::Signer }
     }
 
     /// The public JWK of the key (`kid` = the workload id).
     pub fn public_jwk(&self) -> Value {
-        PublicKey::Ed25519(self.signer.signing_key().verifying_key()).to_jwk(self.signer.principal())
+        self.signer.public_key().map(|k| k.to_jwk(self.signer.principal())).unwrap_or(Value::Null)
     }
 }
 
@@ -111,6 +119,6 @@ impl IdentityProvider for StaticIdentity {
             KeySource::Seed => "seed".to_owned(),
             KeySource::Signer => "in-memory signer".to_owned(),
         };
-        vec![("key".into(), source)]
+        vec![("key".into(), source), ("algorithm".into(), self.signer.algorithm().to_owned())]
     }
 }

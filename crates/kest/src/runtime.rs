@@ -149,11 +149,13 @@ impl Kest {
     /// `kest::telemetry::init_from_config` (feature `telemetry`).
     ///
     /// ```
+    /// # #[cfg(feature = "telemetry")] {
     /// let kest = kest::Kest::builder()
     ///     .telemetry("svc", [kest::telemetry::Exporter::Stdout])
     ///     .build()
     ///     .unwrap();
     /// assert_eq!(kest.telemetry().unwrap().service_name(), "svc");
+    /// # }
     /// assert!(kest::Kest::builder().build().unwrap().telemetry().is_none());
     /// ```
     pub fn telemetry(&self) -> Option<&TelemetryConfig> {

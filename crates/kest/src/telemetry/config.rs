@@ -220,6 +220,7 @@ impl fmt::Display for Exporter {
 /// ```
 /// use kest::Kest;
 /// use kest::telemetry::Exporter;
+/// # #[cfg(feature = "telemetry")] {
 /// let kest = Kest::builder()
 ///     .with_toml_str("[telemetry]\nservice_name = \"svc\"\nexporters = [\"stdout\"]")
 ///     .unwrap()
@@ -228,6 +229,7 @@ impl fmt::Display for Exporter {
 /// let telemetry = kest.telemetry().unwrap();
 /// assert_eq!(telemetry.service_name(), "svc");
 /// assert_eq!(telemetry.exporters(), [Exporter::Stdout]);
+/// # }
 /// // A bad exporter is an error, never a silent default.
 /// assert!(Kest::builder().with_toml_str("[telemetry]\nexporters = [\"zipkin\"]").is_err());
 /// ```

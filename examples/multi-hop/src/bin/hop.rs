@@ -9,6 +9,11 @@
 //! `baggage`. The last hop answers with the final passport, which travels
 //! back up in the response bodies. The gateway also verifies the user's
 //! bearer token against the issuer's JWKS.
+//!
+//! Telemetry comes from the environment like any Kest configuration
+//! (`KEST_TELEMETRY_EXPORTERS`, e.g. `file:/tmp/spans/hop1.jsonl`, and
+//! `KEST_SERVICE_NAME`); on SIGTERM or Ctrl-C the hop stops serving and
+//! shuts telemetry down, which writes the last batch of spans.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -203,7 +208,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let identity: Arc<dyn kest::identity::IdentityProvider> =
         Arc::new(StaticIdentity::from_key_file(&args.key, Some(&principal))?);
     let engine = RegoEngine::new([("example/open", OPEN), ("example/final_guard", FINAL_GUARD)])?;
-    let kest = Arc::new(Kest::builder().identity(identity.clone()).engine(Arc::new(engine)).build()?);
+    let kest = Kest::builder().identity(identity.clone()).engine(Arc::new(engine)).with_env()?.build()?;
+    // Exporters configured in the environment: installed before serving,
+    // shut down (flushed) after the last request.
+    let telemetry = kest.telemetry().map(kest::telemetry::init_from_config).transpose()?;
+    let kest = Arc::new(kest);
 
     let mut propagator = Propagator::builder().threshold(args.threshold);
     if let Some(url) = &args.redis {
@@ -254,10 +263,32 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
     let router = Router::new().route("/", post(handle)).with_state(app).layer(layer);
     std::fs::write(&args.port_file, listener.local_addr()?.port().to_string())?;
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    axum::serve(listener, router).with_graceful_shutdown(stop_signal()).await?;
+    if let Some(guard) = telemetry {
+        tokio::task::spawn_blocking(move || guard.shutdown()).await??;
+    }
     Ok(())
+}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM (what `kill` and service
+/// managers send), so either stops the hop gracefully.
+async fn stop_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
 }

@@ -684,4 +684,86 @@ mod tests {
         let kest = configure(Kest::builder().app_name("global-test").build().unwrap());
         assert!(global().is_some_and(|g| Arc::ptr_eq(&g, &kest)));
     }
+
+    #[test]
+    #[cfg(all(feature = "telemetry", feature = "sqlite", feature = "otlp"))]
+    fn telemetry_from_toml_and_environment() {
+        use crate::telemetry::OtlpProtocol;
+        let toml = "[telemetry]\nservice_name = \"svc\"\nexporters = [\"file:/tmp/a,b.jsonl\", \"sqlite:/tmp/s.db\", \
+                    \"otlp-http:http://127.0.0.1:4318/v1/traces\"]";
+        let kest = Kest::builder().with_toml_str(toml).unwrap().build().unwrap();
+        let t = kest.telemetry().unwrap();
+        assert_eq!(t.service_name(), "svc");
+        assert_eq!(
+            t.exporters(),
+            [
+                Exporter::File("/tmp/a,b.jsonl".into()),
+                Exporter::Sqlite("/tmp/s.db".into()),
+                Exporter::Otlp {
+                    protocol: OtlpProtocol::HttpProtobuf,
+                    endpoint: Some("http://127.0.0.1:4318/v1/traces".into())
+                },
+            ]
+        );
+        // The environment overrides the file; KEST_SERVICE_NAME wins over
+        // OTEL_SERVICE_NAME, which only fills a missing name.
+        let env = |k: &str| match k {
+            "KEST_TELEMETRY_EXPORTERS" => Some("stdout, otlp".into()),
+            "OTEL_EXPORTER_OTLP_PROTOCOL" => Some("http/protobuf".into()),
+            "OTEL_SERVICE_NAME" => Some("otel-name".into()),
+            _ => None,
+        };
+        let kest =
+            Kest::builder().with_toml_str(toml).unwrap().with_env_lookup(env).unwrap().build().unwrap();
+        let t = kest.telemetry().unwrap();
+        assert_eq!(t.service_name(), "svc");
+        assert_eq!(
+            t.exporters(),
+            [Exporter::Stdout, Exporter::Otlp { protocol: OtlpProtocol::HttpProtobuf, endpoint: None }]
+        );
+        let kest = Kest::builder().with_env_lookup(env).unwrap().build().unwrap();
+        assert_eq!(kest.telemetry().unwrap().service_name(), "otel-name");
+        let named = |k: &str| if k == "KEST_SERVICE_NAME" { Some("kest-name".into()) } else { env(k) };
+        let kest = Kest::builder().with_env_lookup(named).unwrap().build().unwrap();
+        assert_eq!(kest.telemetry().unwrap().service_name(), "kest-name");
+        // An empty list turns telemetry off.
+        let off = |k: &str| (k == "KEST_TELEMETRY_EXPORTERS").then(String::new);
+        assert!(
+            Kest::builder()
+                .with_toml_str(toml)
+                .unwrap()
+                .with_env_lookup(off)
+                .unwrap()
+                .build()
+                .unwrap()
+                .telemetry()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn bad_telemetry_configuration_is_an_error() {
+        for toml in [
+            "[telemetry]\nexporters = [\"zipkin\"]",
+            "[telemetry]\nexporters = [\"sqlite:\"]",
+            "[telemetry]\nexporters = [\"stdout:x\"]",
+            "[telemetry]\nexporters = [\"otlp-grpc:localhost:4317\"]",
+            "[telemetry]\nexporter = [\"stdout\"]",
+        ] {
+            assert!(Kest::builder().with_toml_str(toml).is_err(), "{toml}");
+        }
+        let env = |v: &'static str| move |k: &str| (k == "KEST_TELEMETRY_EXPORTERS").then(|| v.to_owned());
+        assert!(Kest::builder().with_env_lookup(env("stdout,")).is_err());
+        let protocol = |k: &str| match k {
+            "KEST_TELEMETRY_EXPORTERS" => Some("otlp".into()),
+            "OTEL_EXPORTER_OTLP_PROTOCOL" => Some("http/json".into()),
+            _ => None,
+        };
+        assert!(Kest::builder().with_env_lookup(protocol).is_err(), "unsupported protocol");
+        // Exporters without a service name.
+        assert!(Kest::builder().with_env_lookup(env("stdout")).unwrap().build().is_err());
+        // An exporter whose feature is not compiled in.
+        let sqlite = Kest::builder().telemetry("svc", [Exporter::Sqlite("/tmp/x.db".into())]).build();
+        assert_eq!(sqlite.is_ok(), cfg!(feature = "sqlite"));
+    }
 }

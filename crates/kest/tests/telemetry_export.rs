@@ -17,8 +17,12 @@ use kest::policy::{Decision, MockPolicyEngine};
 use kest::telemetry::{self, Exporter, OtlpProtocol, TelemetryGuard};
 use kest::{CallContext, Kest, Lineage, Verified};
 use kest_core::{KeySet, Passport, Signer as _, Verifier};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use sha2::{Digest as _, Sha256};
@@ -53,7 +57,8 @@ fn run_calls(kest: &Arc<Kest>) -> Passport {
     flow.enter(|| {
         for (i, op) in ["first", "second"].into_iter().enumerate() {
             let hook = Verified::builder(op).policy("allow").source_type("internal").build().unwrap();
-            let value = hook.call(CallContext::new().runtime(kest), || Ok::<_, std::io::Error>(i * 10)).unwrap();
+            let value =
+                hook.call(CallContext::new().runtime(kest), || Ok::<_, std::io::Error>(i * 10)).unwrap();
             assert_eq!(value, i * 10);
         }
         let denied = Verified::builder("third").policy("never").build().unwrap();
@@ -95,7 +100,8 @@ fn flatten(requests: &[ExportTraceServiceRequest]) -> Vec<(HashMap<String, Strin
 
 /// The SPEC §9 checks on what a receiver got for `run_calls`.
 fn check_exported(requests: &[ExportTraceServiceRequest], passport: &Passport) {
-    let mut spans: Vec<_> = flatten(requests).into_iter().filter(|(_, scope, _)| scope == "kest.core").collect();
+    let mut spans: Vec<_> =
+        flatten(requests).into_iter().filter(|(_, scope, _)| scope == "kest.core").collect();
     spans.sort_by_key(|(_, _, s)| s.start_time_unix_nano);
     assert_eq!(spans.len(), 3, "two recorded calls and one denial");
     let mut signatures = Vec::new();
@@ -302,7 +308,8 @@ fn file_export_is_otlp_json_lines_in_the_collector_format() {
             .find(|kv| kv["key"] == "service.name")
             .unwrap();
         assert_eq!(service["value"], serde_json::json!({ "stringValue": SERVICE }));
-        let ss = rs["scopeSpans"].as_array().unwrap().iter().find(|s| s["scope"]["name"] == "kest.core").unwrap();
+        let ss =
+            rs["scopeSpans"].as_array().unwrap().iter().find(|s| s["scope"]["name"] == "kest.core").unwrap();
         for span in ss["spans"].as_array().unwrap() {
             if span["name"] != "kest.verified.second" {
                 continue;
@@ -317,13 +324,24 @@ fn file_export_is_otlp_json_lines_in_the_collector_format() {
                 assert!(t.parse::<u64>().unwrap() > 1_600_000_000_000_000_000);
             }
             assert!(span["kind"].is_i64(), "enum as integer");
-            assert!(span.get("trace_id").is_none() && span.get("start_time_unix_nano").is_none(), "camelCase");
+            assert!(
+                span.get("trace_id").is_none() && span.get("start_time_unix_nano").is_none(),
+                "camelCase"
+            );
             let attr = |k: &str| {
-                span["attributes"].as_array().unwrap().iter().find(|kv| kv["key"] == k).unwrap()["value"].clone()
+                span["attributes"].as_array().unwrap().iter().find(|kv| kv["key"] == k).unwrap()["value"]
+                    .clone()
             };
-            assert_eq!(attr("kest.trust_score"), serde_json::json!({ "intValue": "100" }), "int64 as a string");
+            assert_eq!(
+                attr("kest.trust_score"),
+                serde_json::json!({ "intValue": "100" }),
+                "int64 as a string"
+            );
             assert_eq!(attr("kest.decision"), serde_json::json!({ "stringValue": "allow" }));
-            assert_eq!(attr("kest.signature"), serde_json::json!({ "stringValue": passport.entries()[1].jws() }));
+            assert_eq!(
+                attr("kest.signature"),
+                serde_json::json!({ "stringValue": passport.entries()[1].jws() })
+            );
             assert_eq!(
                 attr("kest.entry_hash"),
                 serde_json::json!({ "stringValue": passport.entries()[1].hash().to_string() })
@@ -476,12 +494,21 @@ fn sqlite_store_holds_one_row_per_span_in_wal_mode() {
     assert!(is_lower_hex(&row.0, 32) && is_lower_hex(&row.1, 16));
     assert_eq!(entry.payload().label("trace_id"), Some(row.0.as_str()));
     assert_eq!(row.2, None, "a root span has a NULL parent");
-    assert_eq!((row.3.as_str(), row.4.as_str(), row.5.as_str()), ("kest.verified.second", SERVICE, "kest.core"));
+    assert_eq!(
+        (row.3.as_str(), row.4.as_str(), row.5.as_str()),
+        ("kest.verified.second", SERVICE, "kest.core")
+    );
     assert_eq!((row.6, row.7), (0, 100));
     assert!(row.8 >= 0);
     assert_eq!(row.9, entry.jws());
-    let (decision, parent_hash, passport_json, attributes, resource): (String, String, String, String, String) =
-        conn.query_row(
+    let (decision, parent_hash, passport_json, attributes, resource): (
+        String,
+        String,
+        String,
+        String,
+        String,
+    ) = conn
+        .query_row(
             "SELECT kest_decision, kest_parent_hash, kest_passport, attributes, resource FROM spans \
              WHERE kest_entry_hash = ?1",
             [entry.hash().to_string()],
@@ -519,7 +546,10 @@ fn failing_exporters_never_fail_a_call_and_shutdown_flushes_the_others() {
     let good = dir.path().join("good.jsonl");
     let mut exporters = vec![
         Exporter::Otlp { protocol: OtlpProtocol::Grpc, endpoint: Some(format!("http://{closed}")) },
-        Exporter::Otlp { protocol: OtlpProtocol::HttpProtobuf, endpoint: Some(format!("http://{closed}/v1/traces")) },
+        Exporter::Otlp {
+            protocol: OtlpProtocol::HttpProtobuf,
+            endpoint: Some(format!("http://{closed}/v1/traces")),
+        },
         Exporter::File(good.clone()),
     ];
     // Every write to /dev/full fails (ENOSPC).
@@ -541,7 +571,8 @@ fn failing_exporters_never_fail_a_call_and_shutdown_flushes_the_others() {
     assert_eq!(logged.contains(&"file:/dev/full".to_owned()), expect_file_failure, "{logged:?}");
     assert!(!logged.iter().any(|e| e.ends_with("good.jsonl")), "{logged:?}");
     let text = std::fs::read_to_string(&good).unwrap();
-    let requests: Vec<ExportTraceServiceRequest> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let requests: Vec<ExportTraceServiceRequest> =
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     check_exported(&requests, &passport);
 }
 
@@ -571,7 +602,8 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for CaptureExporterFie
 /// Captures events from every thread (the batch processors have their own).
 fn install_log_capture() {
     use tracing_subscriber::layer::SubscriberExt as _;
-    let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry().with(CaptureExporterField));
+    let _ =
+        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(CaptureExporterField));
 }
 
 // ----------------------------------------------------------------- tracing
@@ -601,15 +633,14 @@ fn a_tracing_span_is_the_parent_of_the_hook_span_in_the_same_trace() {
     });
     guard.shutdown().unwrap();
 
-    let requests: Vec<ExportTraceServiceRequest> = std::fs::read_to_string(&path)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let requests: Vec<ExportTraceServiceRequest> =
+        std::fs::read_to_string(&path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let spans = flatten(&requests);
-    let (_, scope, outer) = spans.iter().find(|(_, _, s)| s.name == "handle_request").expect("the tracing span");
+    let (_, scope, outer) =
+        spans.iter().find(|(_, _, s)| s.name == "handle_request").expect("the tracing span");
     assert_eq!(scope, "kest.tracing");
-    let (_, _, inner) = spans.iter().find(|(_, _, s)| s.name == "kest.verified.inner").expect("the hook span");
+    let (_, _, inner) =
+        spans.iter().find(|(_, _, s)| s.name == "kest.verified.inner").expect("the hook span");
     assert_eq!(inner.trace_id, outer.trace_id, "one trace");
     assert_eq!(inner.parent_span_id, outer.span_id, "the tracing span is the parent");
     assert!(outer.parent_span_id.is_empty());
@@ -644,7 +675,8 @@ fn the_kest_configuration_installs_telemetry() {
     guard.shutdown().unwrap();
     let requests: Vec<ExportTraceServiceRequest> =
         std::fs::read_to_string(&file).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let services: Vec<String> = flatten(&requests).into_iter().map(|(r, _, _)| r["service.name"].clone()).collect();
+    let services: Vec<String> =
+        flatten(&requests).into_iter().map(|(r, _, _)| r["service.name"].clone()).collect();
     assert_eq!(services, ["from-otel-env"; 3]);
     let conn = rusqlite::Connection::open(&db).unwrap();
     let hashes: i64 = conn

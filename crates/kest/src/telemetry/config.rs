@@ -74,6 +74,9 @@ impl FromStr for OtlpProtocol {
 /// );
 /// assert!("file:".parse::<Exporter>().is_err());
 /// assert!("jaeger".parse::<Exporter>().is_err());
+/// // Credentials in an endpoint are not shown (the display form is logged).
+/// let e: Exporter = "otlp-http:https://user:secret@collector/v1/traces".parse().unwrap();
+/// assert_eq!(e.to_string(), "otlp-http:https://***@collector/v1/traces");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -110,13 +113,17 @@ impl Exporter {
         let path = |what: &str| -> Result<PathBuf, ConfigError> {
             match arg {
                 Some(p) if !p.is_empty() => Ok(PathBuf::from(p)),
-                _ => Err(ConfigError::Invalid(format!("telemetry exporter `{spec}`: `{what}:` needs a path"))),
+                _ => {
+                    Err(ConfigError::Invalid(format!("telemetry exporter `{spec}`: `{what}:` needs a path")))
+                }
             }
         };
         let endpoint = || -> Result<Option<String>, ConfigError> {
             match arg {
                 None => Ok(None),
-                Some(url) if url.starts_with("http://") || url.starts_with("https://") => Ok(Some(url.to_owned())),
+                Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+                    Ok(Some(url.to_owned()))
+                }
                 Some(url) => Err(ConfigError::Invalid(format!(
                     "telemetry exporter `{spec}`: endpoint `{url}` is not an http:// or https:// URL"
                 ))),
@@ -127,7 +134,9 @@ impl Exporter {
             "sqlite" => Ok(Exporter::Sqlite(path("sqlite")?)),
             "stdout" if arg.is_none() => Ok(Exporter::Stdout),
             "otlp" if arg.is_none() => {
-                let protocol = match var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").or_else(|| var("OTEL_EXPORTER_OTLP_PROTOCOL")) {
+                let protocol = match var("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+                    .or_else(|| var("OTEL_EXPORTER_OTLP_PROTOCOL"))
+                {
                     Some(p) => p.parse()?,
                     None => OtlpProtocol::Grpc,
                 };
@@ -151,7 +160,10 @@ impl Exporter {
     /// assert_eq!(list, [Exporter::File("/tmp/a.jsonl".into()), Exporter::Stdout]);
     /// assert!(Exporter::parse_list("stdout,,file:/x", |_| None).is_err());
     /// ```
-    pub fn parse_list(list: &str, var: impl Fn(&str) -> Option<String>) -> Result<Vec<Exporter>, ConfigError> {
+    pub fn parse_list(
+        list: &str,
+        var: impl Fn(&str) -> Option<String>,
+    ) -> Result<Vec<Exporter>, ConfigError> {
         list.split(',')
             .map(|item| {
                 if item.trim().is_empty() {
@@ -191,7 +203,7 @@ impl fmt::Display for Exporter {
                     OtlpProtocol::HttpProtobuf => "otlp-http",
                 };
                 match endpoint {
-                    Some(e) => write!(f, "{kind}:{e}"),
+                    Some(e) => write!(f, "{kind}:{}", redact_userinfo(e)),
                     None => f.write_str(kind),
                 }
             }
@@ -199,6 +211,18 @@ impl fmt::Display for Exporter {
             Exporter::Sqlite(p) => write!(f, "sqlite:{}", p.display()),
             Exporter::Stdout => f.write_str("stdout"),
         }
+    }
+}
+
+/// An endpoint URL without credentials in its authority
+/// (`https://user:secret@host` → `https://***@host`): the display form of an
+/// exporter is logged.
+fn redact_userinfo(url: &str) -> std::borrow::Cow<'_, str> {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.into() };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest.get(..authority_end).and_then(|a| a.rfind('@')) {
+        Some(at) => format!("{scheme}://***{}", rest.get(at..).unwrap_or_default()).into(),
+        None => url.into(),
     }
 }
 

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use opentelemetry::trace::noop::NoopTracerProvider;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanData, SpanExporter};
 
 use super::json_lines::JsonLinesExporter;
 use super::{Exporter, TelemetryConfig};
@@ -60,8 +60,11 @@ pub enum TelemetryError {
 }
 
 /// Installs telemetry: an `opentelemetry_sdk` tracer provider with the
-/// resource `service.name` = `service_name` and one batch span processor per
-/// exporter, set as the global provider (the hook's spans go there).
+/// resource `service.name` = `service_name`, the `AlwaysOn` sampler (a hook
+/// span is an audit record: it is kept even under an unsampled incoming
+/// `traceparent`) and one batch span processor per exporter, set as the
+/// global provider (the hook's spans go there). The batch processors read
+/// the standard `OTEL_BSP_*` variables (queue size, delay, batch size).
 ///
 /// Keep the returned guard for the life of the service and call
 /// [`TelemetryGuard::shutdown`] before exiting so the last batch is written.
@@ -101,7 +104,10 @@ pub fn init(
 /// ```
 pub fn init_from_config(config: &TelemetryConfig) -> Result<TelemetryGuard, TelemetryError> {
     let resource = Resource::builder().with_service_name(config.service_name().to_owned()).build();
-    let mut builder = SdkTracerProvider::builder().with_resource(resource);
+    // Every span is recorded, whatever an incoming `traceparent` says: a
+    // hook span is an audit record, which must not depend on an upstream
+    // service's sampling decision.
+    let mut builder = SdkTracerProvider::builder().with_resource(resource).with_sampler(Sampler::AlwaysOn);
     #[cfg(feature = "otlp")]
     let mut runtime: Option<tokio::runtime::Runtime> = None;
     for exporter in config.exporters() {
@@ -128,7 +134,10 @@ pub fn init_from_config(config: &TelemetryConfig) -> Result<TelemetryGuard, Tele
                 };
                 let built = super::otlp::build(&rt, *protocol, endpoint.as_deref());
                 runtime = Some(rt);
-                builder.with_batch_exporter(Logged::new(shown.clone(), built.map_err(|e| otlp_error(e.to_string()))?))
+                builder.with_batch_exporter(Logged::new(
+                    shown.clone(),
+                    built.map_err(|e| otlp_error(e.to_string()))?,
+                ))
             }
             #[allow(unreachable_patterns, reason = "reachable without the `otlp` or `sqlite` feature")]
             other => {

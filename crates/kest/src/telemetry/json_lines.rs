@@ -98,7 +98,8 @@ impl SpanExporter for JsonLinesExporter {
     }
 
     fn force_flush(&self) -> OTelSdkResult {
-        let mut out = self.out.lock().map_err(|_| OTelSdkError::InternalFailure("writer lock poisoned".into()))?;
+        let mut out =
+            self.out.lock().map_err(|_| OTelSdkError::InternalFailure("writer lock poisoned".into()))?;
         out.flush().map_err(|e| OTelSdkError::InternalFailure(format!("flushing `{}`: {e}", self.target)))
     }
 
@@ -106,4 +107,3 @@ impl SpanExporter for JsonLinesExporter {
         self.resource = ResourceAttributesWithSchema::from(resource);
     }
 }
-

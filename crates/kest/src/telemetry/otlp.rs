@@ -43,7 +43,8 @@ pub(crate) fn build(
             }
         }
         OtlpProtocol::HttpProtobuf => {
-            let builder = opentelemetry_otlp::SpanExporter::builder().with_http().with_protocol(Protocol::HttpBinary);
+            let builder =
+                opentelemetry_otlp::SpanExporter::builder().with_http().with_protocol(Protocol::HttpBinary);
             match endpoint {
                 Some(e) => builder.with_endpoint(e).build()?,
                 None => builder.build()?,
@@ -65,7 +66,8 @@ impl SpanExporter for OnRuntime {
         let inner = Arc::clone(&self.inner);
         let task = self.handle.spawn(async move { inner.export(batch).await });
         async move {
-            task.await.unwrap_or_else(|e| Err(OTelSdkError::InternalFailure(format!("OTLP export task: {e}"))))
+            task.await
+                .unwrap_or_else(|e| Err(OTelSdkError::InternalFailure(format!("OTLP export task: {e}"))))
         }
     }
 

@@ -79,7 +79,9 @@ impl SqliteExporter {
         )?;
         let version: i64 = conn.query_row("SELECT MAX(version) FROM kest_schema", [], |r| r.get(0))?;
         if version != SQLITE_SCHEMA_VERSION {
-            return Err(StoreError::Other(format!("schema version {version}, expected {SQLITE_SCHEMA_VERSION}")));
+            return Err(StoreError::Other(format!(
+                "schema version {version}, expected {SQLITE_SCHEMA_VERSION}"
+            )));
         }
         Ok(SqliteExporter {
             path: path.to_path_buf(),
@@ -230,7 +232,8 @@ impl SpanExporter for SqliteExporter {
         // its own once the service has stopped.
         let conn =
             self.conn.lock().map_err(|_| OTelSdkError::InternalFailure("connection lock poisoned".into()))?;
-        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-            .map_err(|e| OTelSdkError::InternalFailure(format!("checkpointing `{}`: {e}", self.path.display())))
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).map_err(|e| {
+            OTelSdkError::InternalFailure(format!("checkpointing `{}`: {e}", self.path.display()))
+        })
     }
 }

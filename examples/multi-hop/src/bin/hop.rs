@@ -31,6 +31,7 @@ use kest::propagation::Propagator;
 use kest::{CallContext, HookError, Kest, KestError, Verified};
 use kest_core::Classification;
 use serde_json::{Value, json};
+use tracing::Instrument as _;
 
 /// Command-line arguments.
 #[derive(Debug, Parser)]
@@ -128,7 +129,14 @@ fn error(status: StatusCode, body: Value) -> (StatusCode, Json<Value>) {
     (status, Json(body))
 }
 
-async fn handle(State(app): State<Arc<App>>, Json(request): Json<Value>) -> (StatusCode, Json<Value>) {
+/// One request, inside a request span: with telemetry on, the hook's span
+/// is its child and the next hop continues the same (sampled) trace.
+async fn handle(state: State<Arc<App>>, request: Json<Value>) -> (StatusCode, Json<Value>) {
+    let span = tracing::info_span!("kest_hop.request", hop = %state.name);
+    handle_request(state, request).instrument(span).await
+}
+
+async fn handle_request(State(app): State<Arc<App>>, Json(request): Json<Value>) -> (StatusCode, Json<Value>) {
     // 1. This hop's own step, policy-checked and recorded before anything
     //    goes downstream.
     let mut call = CallContext::new().runtime(&app.kest);
@@ -212,6 +220,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Exporters configured in the environment: installed before serving,
     // shut down (flushed) after the last request.
     let telemetry = kest.telemetry().map(kest::telemetry::init_from_config).transpose()?;
+    if let Some(guard) = &telemetry {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(guard.tracing_layer()))?;
+    }
     let kest = Arc::new(kest);
 
     let mut propagator = Propagator::builder().threshold(args.threshold);

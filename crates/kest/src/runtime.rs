@@ -258,7 +258,13 @@ impl KestBuilder {
 
     /// The telemetry service name and exporters (see
     /// [`crate::telemetry::TelemetryConfig`]); an empty list turns telemetry
-    /// off.
+    /// off. Checked by [`build`](KestBuilder::build): an exporter whose
+    /// feature is not compiled in is an error.
+    ///
+    /// ```
+    /// let kest = kest::Kest::builder().telemetry("svc", []).build().unwrap();
+    /// assert!(kest.telemetry().is_none());
+    /// ```
     pub fn telemetry(
         mut self,
         service_name: impl Into<String>,
@@ -539,6 +545,12 @@ pub struct FileConfig {
 /// `[telemetry]`: the service name (resource `service.name`) and the
 /// exporters, as strings (`file:PATH`, `sqlite:PATH`, `stdout`, `otlp`,
 /// `otlp-grpc[:URL]`, `otlp-http[:URL]`; see [`Exporter`]).
+///
+/// ```
+/// let file: kest::runtime::FileConfig =
+///     toml::from_str("[telemetry]\nservice_name = \"svc\"\nexporters = [\"stdout\"]").unwrap();
+/// assert_eq!(file.telemetry.unwrap().exporters.unwrap(), ["stdout"]);
+/// ```
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileTelemetry {

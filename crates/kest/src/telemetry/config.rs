@@ -104,6 +104,16 @@ pub enum Exporter {
 impl Exporter {
     /// Parses an exporter string, reading `OTEL_*` variables through `var`
     /// (for the protocol of a bare `otlp`).
+    ///
+    /// ```
+    /// use kest::telemetry::{Exporter, OtlpProtocol};
+    /// let env = |k: &str| (k == "OTEL_EXPORTER_OTLP_PROTOCOL").then(|| "http/protobuf".to_owned());
+    /// assert_eq!(
+    ///     Exporter::parse_with_env("otlp", env).unwrap(),
+    ///     Exporter::Otlp { protocol: OtlpProtocol::HttpProtobuf, endpoint: None }
+    /// );
+    /// assert_eq!(Exporter::parse_with_env("sqlite:/tmp/spans.db", env).unwrap(), Exporter::Sqlite("/tmp/spans.db".into()));
+    /// ```
     pub fn parse_with_env(spec: &str, var: impl Fn(&str) -> Option<String>) -> Result<Exporter, ConfigError> {
         let spec = spec.trim();
         let (kind, arg) = match spec.split_once(':') {
@@ -175,7 +185,13 @@ impl Exporter {
             .collect()
     }
 
-    /// The Cargo feature this exporter needs.
+    /// The Cargo feature of `kest` this exporter needs.
+    ///
+    /// ```
+    /// use kest::telemetry::Exporter;
+    /// assert_eq!(Exporter::Stdout.feature(), "telemetry");
+    /// assert_eq!(Exporter::Sqlite("/tmp/s.db".into()).feature(), "sqlite");
+    /// ```
     pub fn feature(&self) -> &'static str {
         match self {
             Exporter::Otlp { .. } => "otlp",
@@ -289,11 +305,23 @@ impl TelemetryConfig {
     }
 
     /// The resource attribute `service.name`.
+    ///
+    /// ```
+    /// use kest::telemetry::{Exporter, TelemetryConfig};
+    /// let config = TelemetryConfig::new("svc", [Exporter::Stdout]).unwrap();
+    /// assert_eq!(config.service_name(), "svc");
+    /// ```
     pub fn service_name(&self) -> &str {
         &self.service_name
     }
 
-    /// The exporters.
+    /// The exporters, in the order given.
+    ///
+    /// ```
+    /// use kest::telemetry::{Exporter, TelemetryConfig};
+    /// let config = TelemetryConfig::new("svc", [Exporter::Stdout, Exporter::File("/tmp/a".into())]).unwrap();
+    /// assert_eq!(config.exporters().len(), 2);
+    /// ```
     pub fn exporters(&self) -> &[Exporter] {
         &self.exporters
     }

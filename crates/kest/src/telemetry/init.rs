@@ -14,6 +14,13 @@ use super::{Exporter, TelemetryConfig};
 use crate::runtime::ConfigError;
 
 /// Why telemetry could not be installed or flushed.
+///
+/// ```
+/// use kest::telemetry::{self, Exporter, TelemetryError};
+/// let err = telemetry::init("", [Exporter::Stdout]).unwrap_err();
+/// assert!(matches!(err, TelemetryError::Config(_)));
+/// assert_eq!(err.to_string(), "telemetry: the service name is empty");
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TelemetryError {
@@ -158,6 +165,16 @@ pub fn init_from_config(config: &TelemetryConfig) -> Result<TelemetryGuard, Tele
 /// The installed telemetry. [`shutdown`](TelemetryGuard::shutdown) flushes
 /// every exporter and uninstalls the provider; dropping the guard does the
 /// same, best effort (errors are logged).
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// let path = dir.path().join("spans.jsonl");
+/// {
+///     let _guard = kest::telemetry::init("svc", [kest::telemetry::Exporter::File(path.clone())]).unwrap();
+///     // ... the service runs; the guard is dropped when it ends ...
+/// }
+/// assert!(path.exists());
+/// ```
 pub struct TelemetryGuard {
     provider: SdkTracerProvider,
     stopped: bool,
@@ -196,7 +213,14 @@ impl TelemetryGuard {
     }
 
     /// Flushes and shuts down every exporter, and puts a no-op provider
-    /// back as the global one (later spans are not recorded).
+    /// back as the global one (later spans are not recorded). An error
+    /// means some spans could not be written (the failures were logged).
+    ///
+    /// ```
+    /// let guard = kest::telemetry::init("svc", [kest::telemetry::Exporter::Stdout]).unwrap();
+    /// guard.shutdown().unwrap();
+    /// assert!(!kest::telemetry::has_active_trace());
+    /// ```
     pub fn shutdown(mut self) -> Result<(), TelemetryError> {
         self.stop()
     }

@@ -89,24 +89,46 @@ pub(crate) use span::HookSpan;
 
 use opentelemetry::trace::TraceContextExt as _;
 
-/// The instrumentation scope name.
+/// The instrumentation scope name of the hook's spans.
+///
+/// ```
+/// assert_eq!(kest::telemetry::SCOPE, "kest.core");
+/// ```
 pub const SCOPE: &str = "kest.core";
 
 /// Above this many bytes of passport JSON, a span carries
 /// [`attr::CHAIN_TIP`] and [`attr::CLAIM_CHECK`] instead of
 /// [`attr::PASSPORT`] (16 KiB).
+///
+/// ```
+/// assert_eq!(kest::telemetry::PASSPORT_ATTRIBUTE_LIMIT, 16 * 1024);
+/// ```
 pub const PASSPORT_ATTRIBUTE_LIMIT: usize = 16 * 1024;
 
 /// The schema of the SQLite span store (version [`SQLITE_SCHEMA_VERSION`]):
 /// table `kest_schema` (one row, the version) and table `spans`, one row per
 /// span with the `kest.*` attributes as columns and every other attribute as
 /// a JSON object, indexed by trace id and entry hash.
+///
+/// ```
+/// assert!(kest::telemetry::SQLITE_SCHEMA.contains("CREATE TABLE IF NOT EXISTS spans ("));
+/// ```
 pub const SQLITE_SCHEMA: &str = include_str!("schema.sql");
 
 /// The version of [`SQLITE_SCHEMA`] recorded in `kest_schema`.
+///
+/// ```
+/// assert_eq!(kest::telemetry::SQLITE_SCHEMA_VERSION, 1);
+/// ```
 pub const SQLITE_SCHEMA_VERSION: i64 = 1;
 
 /// The span attribute keys of SPEC §9.
+///
+/// ```
+/// use kest::telemetry::attr;
+/// assert_eq!(attr::SIGNATURE, "kest.signature");
+/// assert_eq!(attr::DECISION, "kest.decision");
+/// ```
 pub mod attr {
     /// The entry's whole JWS (compact serialization).
     pub const SIGNATURE: &str = "kest.signature";

@@ -136,7 +136,10 @@ async fn handle(state: State<Arc<App>>, request: Json<Value>) -> (StatusCode, Js
     handle_request(state, request).instrument(span).await
 }
 
-async fn handle_request(State(app): State<Arc<App>>, Json(request): Json<Value>) -> (StatusCode, Json<Value>) {
+async fn handle_request(
+    State(app): State<Arc<App>>,
+    Json(request): Json<Value>,
+) -> (StatusCode, Json<Value>) {
     // 1. This hop's own step, policy-checked and recorded before anything
     //    goes downstream.
     let mut call = CallContext::new().runtime(&app.kest);

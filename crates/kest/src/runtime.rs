@@ -16,6 +16,7 @@ use serde::Deserialize;
 use crate::identity::IdentityProvider;
 use crate::policy::cache::{TTL_ENV, parse_ttl};
 use crate::policy::{DecisionCache, PolicyEngine, Tier};
+use crate::telemetry::{Exporter, TelemetryConfig};
 
 /// A configuration problem (raised when building, never at call time).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -82,6 +83,7 @@ pub struct Kest {
     pub(crate) deviations: Vec<DeviationRule>,
     pub(crate) app_name: Option<String>,
     pub(crate) allow_fully_deviated: bool,
+    pub(crate) telemetry: Option<TelemetryConfig>,
 }
 
 impl Kest {
@@ -141,6 +143,24 @@ impl Kest {
     pub fn allows_fully_deviated(&self) -> bool {
         self.allow_fully_deviated
     }
+
+    /// The telemetry configuration (service name and exporters), when
+    /// exporters are configured; install it with
+    /// `kest::telemetry::init_from_config` (feature `telemetry`).
+    ///
+    /// ```
+    /// # #[cfg(feature = "telemetry")] {
+    /// let kest = kest::Kest::builder()
+    ///     .telemetry("svc", [kest::telemetry::Exporter::Stdout])
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(kest.telemetry().unwrap().service_name(), "svc");
+    /// # }
+    /// assert!(kest::Kest::builder().build().unwrap().telemetry().is_none());
+    /// ```
+    pub fn telemetry(&self) -> Option<&TelemetryConfig> {
+        self.telemetry.as_ref()
+    }
 }
 
 /// Builder for [`Kest`].
@@ -159,6 +179,8 @@ pub struct KestBuilder {
     deviations: Vec<DeviationRule>,
     app_name: Option<String>,
     allow_fully_deviated: bool,
+    service_name: Option<String>,
+    exporters: Option<Vec<Exporter>>,
 }
 
 fn names<I: IntoIterator<Item = S>, S: Into<String>>(list: I) -> Vec<String> {
@@ -234,13 +256,35 @@ impl KestBuilder {
         self
     }
 
+    /// The telemetry service name and exporters (see
+    /// [`crate::telemetry::TelemetryConfig`]); an empty list turns telemetry
+    /// off. Checked by [`build`](KestBuilder::build): an exporter whose
+    /// feature is not compiled in is an error.
+    ///
+    /// ```
+    /// let kest = kest::Kest::builder().telemetry("svc", []).build().unwrap();
+    /// assert!(kest.telemetry().is_none());
+    /// ```
+    pub fn telemetry(
+        mut self,
+        service_name: impl Into<String>,
+        exporters: impl IntoIterator<Item = Exporter>,
+    ) -> Self {
+        self.service_name = Some(service_name.into());
+        self.exporters = Some(exporters.into_iter().collect());
+        self
+    }
+
     /// Applies `KEST_*` environment variables over what is set so far:
     /// `KEST_ENTERPRISE_POLICIES`, `KEST_PLATFORM_POLICIES`,
     /// `KEST_APP_POLICIES` (comma-separated), `KEST_APP_NAME`,
     /// `KEST_DEFAULT_ORIGIN`, `KEST_ORIGINS` (`name=score,...`),
     /// `KEST_DEVIATIONS` (a JSON array of deviation objects),
-    /// `KEST_ALLOW_FULLY_DEVIATED` (`true`/`false`) and
-    /// `KEST_POLICY_CACHE_TTL` (seconds).
+    /// `KEST_ALLOW_FULLY_DEVIATED` (`true`/`false`),
+    /// `KEST_POLICY_CACHE_TTL` (seconds), and for telemetry
+    /// `KEST_TELEMETRY_EXPORTERS` (comma-separated exporter strings, see
+    /// [`Exporter`]) and `KEST_SERVICE_NAME` (when unset, `OTEL_SERVICE_NAME`
+    /// if no service name was configured before).
     pub fn with_env(self) -> Result<Self, ConfigError> {
         self.with_env_lookup(|k| std::env::var(k).ok())
     }
@@ -295,6 +339,22 @@ impl KestBuilder {
         if let Some(v) = var(TTL_ENV) {
             self.cache_ttl = Some(parse_ttl(&v).map_err(|e| ConfigError::Invalid(e.to_string()))?);
         }
+        if let Some(v) = var("KEST_TELEMETRY_EXPORTERS") {
+            let list = if v.trim().is_empty() {
+                Vec::new()
+            } else {
+                Exporter::parse_list(&v, &var)
+                    .map_err(|e| ConfigError::Invalid(format!("KEST_TELEMETRY_EXPORTERS: {e}")))?
+            };
+            self.exporters = Some(list);
+        }
+        if let Some(v) = var("KEST_SERVICE_NAME") {
+            self.service_name = Some(v);
+        } else if self.service_name.is_none()
+            && let Some(v) = var("OTEL_SERVICE_NAME")
+        {
+            self.service_name = Some(v);
+        }
         Ok(self)
     }
 
@@ -346,6 +406,20 @@ impl KestBuilder {
         if let Some(allow) = file.allow_fully_deviated {
             self.allow_fully_deviated = allow;
         }
+        if let Some(t) = file.telemetry {
+            if let Some(name) = t.service_name {
+                self.service_name = Some(name);
+            }
+            if let Some(list) = t.exporters {
+                let env = |k: &str| std::env::var(k).ok();
+                self.exporters = Some(
+                    list.iter()
+                        .map(|spec| Exporter::parse_with_env(spec, env))
+                        .collect::<Result<_, _>>()
+                        .map_err(|e| ConfigError::Invalid(format!("telemetry.exporters: {e}")))?,
+                );
+            }
+        }
         Ok(self)
     }
 
@@ -378,7 +452,34 @@ impl KestBuilder {
             Some(t) => t,
             None => DecisionCache::ttl_from_env().map_err(|e| ConfigError::Invalid(e.to_string()))?,
         };
+        let telemetry = match self.exporters {
+            Some(list) if !list.is_empty() => {
+                for exporter in &list {
+                    let compiled = match exporter.feature() {
+                        "otlp" => cfg!(feature = "otlp"),
+                        "sqlite" => cfg!(feature = "sqlite"),
+                        _ => cfg!(feature = "telemetry"),
+                    };
+                    if !compiled {
+                        return Err(ConfigError::Invalid(format!(
+                            "telemetry exporter `{exporter}` needs the `{}` feature of kest",
+                            exporter.feature()
+                        )));
+                    }
+                }
+                let name = self.service_name.ok_or_else(|| {
+                    ConfigError::Invalid(
+                        "telemetry: exporters are configured but no service name (set [telemetry] \
+                         service_name, KEST_SERVICE_NAME or OTEL_SERVICE_NAME)"
+                            .into(),
+                    )
+                })?;
+                Some(TelemetryConfig::new(name, list)?)
+            }
+            _ => None,
+        };
         Ok(Kest {
+            telemetry,
             identity: self.identity,
             engine: self.engine,
             cache: Arc::new(DecisionCache::new(ttl, self.cache_capacity.unwrap_or(4096))),
@@ -417,6 +518,9 @@ impl KestBuilder {
 /// [cache]
 /// ttl_seconds = 5
 /// capacity = 4096
+/// [telemetry]
+/// service_name = "support-bot"
+/// exporters = ["file:/var/log/kest/spans.jsonl", "otlp"]
 /// ```
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -434,6 +538,26 @@ pub struct FileConfig {
     pub trust: Option<FileTrust>,
     /// Decision cache settings.
     pub cache: Option<FileCache>,
+    /// Telemetry export.
+    pub telemetry: Option<FileTelemetry>,
+}
+
+/// `[telemetry]`: the service name (resource `service.name`) and the
+/// exporters, as strings (`file:PATH`, `sqlite:PATH`, `stdout`, `otlp`,
+/// `otlp-grpc[:URL]`, `otlp-http[:URL]`; see [`Exporter`]).
+///
+/// ```
+/// let file: kest::runtime::FileConfig =
+///     toml::from_str("[telemetry]\nservice_name = \"svc\"\nexporters = [\"stdout\"]").unwrap();
+/// assert_eq!(file.telemetry.unwrap().exporters.unwrap(), ["stdout"]);
+/// ```
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTelemetry {
+    /// The service name.
+    pub service_name: Option<String>,
+    /// The exporters (an empty list turns telemetry off).
+    pub exporters: Option<Vec<String>>,
 }
 
 /// `[policies]`.
@@ -571,5 +695,87 @@ mod tests {
     fn configure_installs_the_global_default() {
         let kest = configure(Kest::builder().app_name("global-test").build().unwrap());
         assert!(global().is_some_and(|g| Arc::ptr_eq(&g, &kest)));
+    }
+
+    #[test]
+    #[cfg(all(feature = "telemetry", feature = "sqlite", feature = "otlp"))]
+    fn telemetry_from_toml_and_environment() {
+        use crate::telemetry::OtlpProtocol;
+        let toml = "[telemetry]\nservice_name = \"svc\"\nexporters = [\"file:/tmp/a,b.jsonl\", \"sqlite:/tmp/s.db\", \
+                    \"otlp-http:http://127.0.0.1:4318/v1/traces\"]";
+        let kest = Kest::builder().with_toml_str(toml).unwrap().build().unwrap();
+        let t = kest.telemetry().unwrap();
+        assert_eq!(t.service_name(), "svc");
+        assert_eq!(
+            t.exporters(),
+            [
+                Exporter::File("/tmp/a,b.jsonl".into()),
+                Exporter::Sqlite("/tmp/s.db".into()),
+                Exporter::Otlp {
+                    protocol: OtlpProtocol::HttpProtobuf,
+                    endpoint: Some("http://127.0.0.1:4318/v1/traces".into())
+                },
+            ]
+        );
+        // The environment overrides the file; KEST_SERVICE_NAME wins over
+        // OTEL_SERVICE_NAME, which only fills a missing name.
+        let env = |k: &str| match k {
+            "KEST_TELEMETRY_EXPORTERS" => Some("stdout, otlp".into()),
+            "OTEL_EXPORTER_OTLP_PROTOCOL" => Some("http/protobuf".into()),
+            "OTEL_SERVICE_NAME" => Some("otel-name".into()),
+            _ => None,
+        };
+        let kest =
+            Kest::builder().with_toml_str(toml).unwrap().with_env_lookup(env).unwrap().build().unwrap();
+        let t = kest.telemetry().unwrap();
+        assert_eq!(t.service_name(), "svc");
+        assert_eq!(
+            t.exporters(),
+            [Exporter::Stdout, Exporter::Otlp { protocol: OtlpProtocol::HttpProtobuf, endpoint: None }]
+        );
+        let kest = Kest::builder().with_env_lookup(env).unwrap().build().unwrap();
+        assert_eq!(kest.telemetry().unwrap().service_name(), "otel-name");
+        let named = |k: &str| if k == "KEST_SERVICE_NAME" { Some("kest-name".into()) } else { env(k) };
+        let kest = Kest::builder().with_env_lookup(named).unwrap().build().unwrap();
+        assert_eq!(kest.telemetry().unwrap().service_name(), "kest-name");
+        // An empty list turns telemetry off.
+        let off = |k: &str| (k == "KEST_TELEMETRY_EXPORTERS").then(String::new);
+        assert!(
+            Kest::builder()
+                .with_toml_str(toml)
+                .unwrap()
+                .with_env_lookup(off)
+                .unwrap()
+                .build()
+                .unwrap()
+                .telemetry()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn bad_telemetry_configuration_is_an_error() {
+        for toml in [
+            "[telemetry]\nexporters = [\"zipkin\"]",
+            "[telemetry]\nexporters = [\"sqlite:\"]",
+            "[telemetry]\nexporters = [\"stdout:x\"]",
+            "[telemetry]\nexporters = [\"otlp-grpc:localhost:4317\"]",
+            "[telemetry]\nexporter = [\"stdout\"]",
+        ] {
+            assert!(Kest::builder().with_toml_str(toml).is_err(), "{toml}");
+        }
+        let env = |v: &'static str| move |k: &str| (k == "KEST_TELEMETRY_EXPORTERS").then(|| v.to_owned());
+        assert!(Kest::builder().with_env_lookup(env("stdout,")).is_err());
+        let protocol = |k: &str| match k {
+            "KEST_TELEMETRY_EXPORTERS" => Some("otlp".into()),
+            "OTEL_EXPORTER_OTLP_PROTOCOL" => Some("http/json".into()),
+            _ => None,
+        };
+        assert!(Kest::builder().with_env_lookup(protocol).is_err(), "unsupported protocol");
+        // Exporters without a service name.
+        assert!(Kest::builder().with_env_lookup(env("stdout")).unwrap().build().is_err());
+        // An exporter whose feature is not compiled in.
+        let sqlite = Kest::builder().telemetry("svc", [Exporter::Sqlite("/tmp/x.db".into())]).build();
+        assert_eq!(sqlite.is_ok(), cfg!(feature = "sqlite"));
     }
 }

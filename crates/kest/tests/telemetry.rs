@@ -59,6 +59,8 @@ fn each_call_emits_a_span_with_the_entry_and_passport() {
         assert_eq!(attr("kest.workload_id"), Some(Value::from("spiffe://test/otel")));
         assert_eq!(attr("kest.trust_score"), Some(Value::I64(100)));
         assert_eq!(attr("kest.operation"), Some(Value::from(entry.payload().operation.clone())));
+        assert_eq!(attr("kest.entry_hash"), Some(Value::from(entry.hash().to_string())));
+        assert_eq!(attr("kest.decision"), Some(Value::from("allow")));
         let expected_parent = if i == 0 { "0".to_owned() } else { passport.entries()[0].hash().to_string() };
         assert_eq!(attr("kest.parent_hash"), Some(Value::from(expected_parent)));
         // The span's passport is the passport as of that call: an auditor
@@ -74,6 +76,11 @@ fn each_call_emits_a_span_with_the_entry_and_passport() {
     let denied = &spans[2];
     assert_eq!(denied.name, "kest.verified.third");
     assert!(matches!(denied.status, opentelemetry::trace::Status::Error { .. }));
-    assert!(denied.attributes.iter().any(|kv| kv.key.as_str() == "kest.denied_policy"));
+    let attr = |k: &str| denied.attributes.iter().find(|kv| kv.key.as_str() == k).map(|kv| kv.value.clone());
+    assert_eq!(attr("kest.denied_policy"), Some(Value::from("never")));
+    assert_eq!(attr("kest.denied_tier"), Some(Value::from("function")));
+    assert_eq!(attr("kest.decision"), Some(Value::from("deny")));
+    assert_eq!(attr("kest.error_kind"), Some(Value::from("policy_denied")));
+    assert!(attr("kest.signature").is_none());
     assert_eq!(passport.len(), 2);
 }

@@ -1,20 +1,20 @@
--- Kest's SQLite span store (SPEC §9), schema version 1: one row per span,
--- the Kest attributes as columns, everything else as JSON. Read by
--- `kest audit`; written by the `sqlite` exporter in WAL mode.
-CREATE TABLE IF NOT EXISTS kest_schema (version INTEGER NOT NULL);
+-- The Kest SQLite span store (SPEC §9), schema version 1: one row per span,
+-- the kest.* attributes as columns, every other attribute as JSON. Written
+-- by `kest::telemetry` (feature `sqlite`) and read by `kest audit`.
+CREATE TABLE IF NOT EXISTS kest_schema (version INTEGER NOT NULL);  -- one row, version 1
 CREATE TABLE IF NOT EXISTS spans (
-  trace_id TEXT NOT NULL,
-  span_id TEXT NOT NULL,
-  parent_span_id TEXT,
+  trace_id TEXT NOT NULL,            -- 32 lowercase hex
+  span_id TEXT NOT NULL,             -- 16 lowercase hex
+  parent_span_id TEXT,               -- NULL for a root span
   name TEXT NOT NULL,
-  service_name TEXT,
+  service_name TEXT,                 -- resource attribute service.name
   scope_name TEXT,
   start_time_unix_nano INTEGER NOT NULL,
   end_time_unix_nano INTEGER NOT NULL,
-  status_code INTEGER NOT NULL,
+  status_code INTEGER NOT NULL,      -- 0 unset, 1 ok, 2 error (OTLP)
   status_message TEXT,
-  kest_entry_hash TEXT,
-  kest_signature TEXT,
+  kest_entry_hash TEXT,              -- attribute kest.entry_hash
+  kest_signature TEXT,               -- kest.signature (entry JWS)
   kest_parent_hash TEXT,
   kest_passport TEXT,
   kest_chain_tip TEXT,
@@ -26,8 +26,8 @@ CREATE TABLE IF NOT EXISTS spans (
   kest_decision TEXT,
   kest_denied_policy TEXT,
   kest_denied_tier TEXT,
-  attributes TEXT NOT NULL,
-  resource TEXT NOT NULL,
+  attributes TEXT NOT NULL,          -- JSON object of all OTHER span attributes
+  resource TEXT NOT NULL,            -- JSON object of resource attributes
   PRIMARY KEY (trace_id, span_id)
 );
 CREATE INDEX IF NOT EXISTS spans_trace ON spans(trace_id);

@@ -9,6 +9,11 @@
 //! `baggage`. The last hop answers with the final passport, which travels
 //! back up in the response bodies. The gateway also verifies the user's
 //! bearer token against the issuer's JWKS.
+//!
+//! Telemetry comes from the environment like any Kest configuration
+//! (`KEST_TELEMETRY_EXPORTERS`, e.g. `file:/tmp/spans/hop1.jsonl`, and
+//! `KEST_SERVICE_NAME`); on SIGTERM or Ctrl-C the hop stops serving and
+//! shuts telemetry down, which writes the last batch of spans.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,6 +31,7 @@ use kest::propagation::Propagator;
 use kest::{CallContext, HookError, Kest, KestError, Verified};
 use kest_core::Classification;
 use serde_json::{Value, json};
+use tracing::Instrument as _;
 
 /// Command-line arguments.
 #[derive(Debug, Parser)]
@@ -123,7 +129,17 @@ fn error(status: StatusCode, body: Value) -> (StatusCode, Json<Value>) {
     (status, Json(body))
 }
 
-async fn handle(State(app): State<Arc<App>>, Json(request): Json<Value>) -> (StatusCode, Json<Value>) {
+/// One request, inside a request span: with telemetry on, the hook's span
+/// is its child and the next hop continues the same (sampled) trace.
+async fn handle(state: State<Arc<App>>, request: Json<Value>) -> (StatusCode, Json<Value>) {
+    let span = tracing::info_span!("kest_hop.request", hop = %state.name);
+    handle_request(state, request).instrument(span).await
+}
+
+async fn handle_request(
+    State(app): State<Arc<App>>,
+    Json(request): Json<Value>,
+) -> (StatusCode, Json<Value>) {
     // 1. This hop's own step, policy-checked and recorded before anything
     //    goes downstream.
     let mut call = CallContext::new().runtime(&app.kest);
@@ -203,7 +219,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let identity: Arc<dyn kest::identity::IdentityProvider> =
         Arc::new(StaticIdentity::from_key_file(&args.key, Some(&principal))?);
     let engine = RegoEngine::new([("example/open", OPEN), ("example/final_guard", FINAL_GUARD)])?;
-    let kest = Arc::new(Kest::builder().identity(identity.clone()).engine(Arc::new(engine)).build()?);
+    let kest = Kest::builder().identity(identity.clone()).engine(Arc::new(engine)).with_env()?.build()?;
+    // Exporters configured in the environment: installed before serving,
+    // shut down (flushed) after the last request.
+    let telemetry = kest.telemetry().map(kest::telemetry::init_from_config).transpose()?;
+    if let Some(guard) = &telemetry {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(guard.tracing_layer()))?;
+    }
+    let kest = Arc::new(kest);
 
     let mut propagator = Propagator::builder().threshold(args.threshold);
     if let Some(url) = &args.redis {
@@ -254,10 +278,32 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
     let router = Router::new().route("/", post(handle)).with_state(app).layer(layer);
     std::fs::write(&args.port_file, listener.local_addr()?.port().to_string())?;
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    axum::serve(listener, router).with_graceful_shutdown(stop_signal()).await?;
+    if let Some(guard) = telemetry {
+        tokio::task::spawn_blocking(move || guard.shutdown()).await??;
+    }
     Ok(())
+}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM (what `kill` and service
+/// managers send), so either stops the hop gracefully.
+async fn stop_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
 }

@@ -1,0 +1,111 @@
+//! SPEC §9 / §11: the hook's overhead with a batch exporter installed, next
+//! to the same hook with no tracer provider and one raw Ed25519 signature of
+//! the payload size the hook signs — all in one run, so the ratios share the
+//! machine's load.
+//!
+//! The fixture is the one of `benches/hook.rs` (mock engine, warm decision
+//! cache, one call appending to a fresh flow continuing a 10-entry passport).
+//! With an exporter the span is recorded: its attributes are computed (the
+//! passport JSON, about 10 KB here, is serialized for `kest.passport`) and
+//! the finished span is queued for the batch processor, whose own thread
+//! writes the file or the SQLite store.
+//!
+//! Run with `cargo bench -p kest-benches --bench export -- --noplot`;
+//! `scripts/bench-ratios --bench export` prints the ratios.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::hint::black_box;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use ed25519_dalek::Signer as _;
+use kest::Kest;
+use kest::hook::Verified;
+use kest::telemetry::{self, Exporter};
+use kest_benches::hook::{EngineKind, base_passport, call, flow, hook, runtime};
+use kest_benches::{signer, signing_input};
+use kest_core::Passport;
+
+fn measure(c: &mut Criterion, name: &str, hook: &Verified, kest: &Arc<Kest>, base: &Passport) {
+    let mut g = c.benchmark_group("hook_export");
+    g.bench_function(name, |b| {
+        b.iter_batched(
+            || flow(base),
+            |f| {
+                call(hook, kest, &f).unwrap();
+                f
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    g.finish();
+}
+
+fn spans_in_file(path: &Path) -> usize {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["resourceSpans"][0]["scopeSpans"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["spans"].as_array().unwrap().len())
+                .sum::<usize>()
+        })
+        .sum()
+}
+
+fn benches(c: &mut Criterion) {
+    let base = base_passport();
+    let kind = EngineKind::Mock;
+    let hook = hook(kind);
+    let kest = runtime(kind.engine(), Duration::from_secs(3600));
+    let f = flow(&base);
+    call(&hook, &kest, &f).unwrap();
+    let message = signing_input(f.passport().entries().last().unwrap().jws()).as_bytes().to_vec();
+    let sk = signer().signing_key().clone();
+
+    let mut g = c.benchmark_group("hook_export");
+    g.bench_function("raw_ed25519_sign", |b| b.iter(|| sk.sign(black_box(&message))));
+    g.finish();
+
+    // No provider: the global no-op tracer, nothing recorded.
+    measure(c, "no_exporter", &hook, &kest, &base);
+
+    let dir = std::env::temp_dir().join(format!("kest-bench-export-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+
+    let file = dir.join("spans.jsonl");
+    let guard = telemetry::init("kest-bench", [Exporter::File(file.clone())]).unwrap();
+    measure(c, "file_exporter", &hook, &kest, &base);
+    guard.shutdown().unwrap();
+    let written = spans_in_file(&file);
+
+    let db = dir.join("spans.db");
+    let guard = telemetry::init("kest-bench", [Exporter::Sqlite(db.clone())]).unwrap();
+    measure(c, "sqlite_exporter", &hook, &kest, &base);
+    guard.shutdown().unwrap();
+
+    // The batch processor drops spans when its queue (2048) is full rather
+    // than block a call: say how many of the measured spans were written.
+    eprintln!(
+        "hook_export: file exporter wrote {written} spans ({} bytes)",
+        std::fs::metadata(&file).unwrap().len()
+    );
+    eprintln!("hook_export: sqlite store {} bytes", std::fs::metadata(&db).unwrap().len());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+criterion_group! {
+    name = export_benches;
+    config = Criterion::default()
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(700))
+        .measurement_time(Duration::from_secs(3));
+    targets = benches
+}
+criterion_main!(export_benches);

@@ -1,0 +1,172 @@
+//! The span of one hooked call (SPEC §9), through the OpenTelemetry API.
+//!
+//! With no tracer provider installed the API is a no-op: the span is still
+//! started and ended (it carries the trace id into the entry when a trace is
+//! active) but no attribute is computed and the passport is never
+//! serialized for it (`is_recording` guard).
+
+use opentelemetry::global::{self, BoxedSpan};
+use opentelemetry::trace::{Span as _, Status, Tracer as _};
+use opentelemetry::{InstrumentationScope, KeyValue};
+use sha2::{Digest as _, Sha256};
+
+use super::{PASSPORT_ATTRIBUTE_LIMIT, SCOPE, attr};
+use crate::error::KestError;
+use crate::lineage::Lineage;
+
+/// The span of one hooked call.
+pub(crate) struct HookSpan {
+    span: BoxedSpan,
+    operation: String,
+}
+
+impl HookSpan {
+    /// Starts `kest.verified.<operation>` as a child of the current
+    /// OpenTelemetry context.
+    pub(crate) fn start(operation: &str) -> HookSpan {
+        let scope = InstrumentationScope::builder(SCOPE).with_version(env!("CARGO_PKG_VERSION")).build();
+        let tracer = global::tracer_with_scope(scope);
+        let parent = opentelemetry::Context::current();
+        let span = tracer.start_with_context(format!("kest.verified.{operation}"), &parent);
+        HookSpan { span, operation: operation.to_owned() }
+    }
+
+    /// The trace id (32 lowercase hex) when a real trace is active.
+    pub(crate) fn trace_id(&self) -> Option<String> {
+        let ctx = self.span.span_context();
+        ctx.is_valid().then(|| format!("{:032x}", u128::from_be_bytes(ctx.trace_id().to_bytes())))
+    }
+
+    /// Ends the span for a call that was refused or could not be recorded:
+    /// `kest.decision` is `deny` for a policy denial (and a call whose
+    /// deviations skipped every policy), `error` otherwise; the denying (or
+    /// failing) policy and tier when there is one; status error.
+    pub(crate) fn end_error(mut self, error: &KestError) {
+        if self.span.is_recording() {
+            let decision = match error {
+                KestError::Denied { .. } | KestError::NoPolicyEvaluated { .. } => "deny",
+                _ => "error",
+            };
+            self.span.set_attribute(KeyValue::new(attr::OPERATION, self.operation.clone()));
+            self.span.set_attribute(KeyValue::new(attr::DECISION, decision));
+            self.span.set_attribute(KeyValue::new(attr::ERROR_KIND, error.kind()));
+            if let Some((policy, tier)) = error.policy() {
+                self.span.set_attribute(KeyValue::new(attr::DENIED_POLICY, policy.to_owned()));
+                self.span.set_attribute(KeyValue::new(attr::DENIED_TIER, tier.as_str()));
+            }
+            if let KestError::Denied { entry_id, workload, .. } = error {
+                self.span.set_attribute(KeyValue::new(attr::ENTRY_ID, entry_id.clone()));
+                self.span.set_attribute(KeyValue::new(attr::WORKLOAD_ID, workload.clone()));
+            }
+            self.span.set_status(Status::error(error.to_string()));
+        }
+        self.span.end();
+    }
+
+    /// Ends the span of a recorded call with the SPEC §9 attributes.
+    pub(crate) fn end_recorded(
+        mut self,
+        jws: &str,
+        hash: &kest_core::EntryHash,
+        entry_id: &str,
+        workload: &str,
+        trust: u8,
+        lineage: &Lineage,
+    ) {
+        if self.span.is_recording() {
+            // Only computed (and the passport serialized) when a real
+            // tracer records the span.
+            let passport = lineage.passport();
+            let parent_hash = passport
+                .get(hash)
+                .filter(|e| !e.is_root())
+                .map(|e| e.parents().iter().map(ToString::to_string).collect::<Vec<_>>().join(","))
+                .unwrap_or_else(|| "0".to_owned());
+            self.span.set_attributes([
+                KeyValue::new(attr::SIGNATURE, jws.to_owned()),
+                KeyValue::new(attr::ENTRY_HASH, hash.to_string()),
+                KeyValue::new(attr::PARENT_HASH, parent_hash),
+                KeyValue::new(attr::ENTRY_ID, entry_id.to_owned()),
+                KeyValue::new(attr::WORKLOAD_ID, workload.to_owned()),
+                KeyValue::new(attr::TRUST_SCORE, i64::from(trust)),
+                KeyValue::new(attr::OPERATION, self.operation.clone()),
+                KeyValue::new(attr::DECISION, "allow"),
+            ]);
+            let entries: Vec<&str> = passport.entries().iter().map(|e| e.jws()).collect();
+            if passport_json_len(&entries) <= PASSPORT_ATTRIBUTE_LIMIT {
+                self.span.set_attribute(KeyValue::new(attr::PASSPORT, passport.to_json()));
+            } else {
+                self.span.set_attributes([
+                    KeyValue::new(attr::CHAIN_TIP, kest_core::baggage::format_chain_tip(&lineage.tips())),
+                    KeyValue::new(attr::CLAIM_CHECK, passport_claim_id(&entries)),
+                ]);
+            }
+        }
+        self.span.end();
+    }
+}
+
+/// The length in bytes of the passport JSON (`["jws","jws",...]`) without
+/// building it.
+fn passport_json_len(entries: &[&str]) -> usize {
+    match entries.len() {
+        0 => 2,
+        n => entries.iter().map(|e| e.len()).sum::<usize>() + 3 * n + 1,
+    }
+}
+
+/// The content-addressed id of a passport: a UUID (version 8, RFC 9562
+/// §5.8) whose custom bits are the first 16 bytes of SHA-256 of the
+/// passport JSON, hashed as it streams (the JSON is never built).
+///
+/// The propagation layer's claim-check ids are random v4 UUIDs that live in
+/// a cache for a TTL, so no span could name one usefully; this id is instead
+/// reproducible by anyone who rebuilds the same passport from the entries.
+pub(crate) fn passport_claim_id(entries: &[&str]) -> String {
+    let mut h = Sha256::new();
+    h.update(b"[");
+    for (i, e) in entries.iter().enumerate() {
+        if i > 0 {
+            h.update(b",");
+        }
+        h.update(b"\"");
+        h.update(e.as_bytes());
+        h.update(b"\"");
+    }
+    h.update(b"]");
+    let digest = h.finalize();
+    let mut bytes = [0u8; 16];
+    for (b, d) in bytes.iter_mut().zip(digest.iter()) {
+        *b = *d;
+    }
+    uuid::Builder::from_custom_bytes(bytes).into_uuid().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_length_matches_the_serialization() {
+        for entries in [vec![], vec!["a.b.c"], vec!["a.b.c", "dd.ee.ff", "g.h.i"]] {
+            let json = serde_json::to_string(&entries).unwrap();
+            assert_eq!(passport_json_len(&entries), json.len());
+        }
+    }
+
+    #[test]
+    fn claim_id_is_the_hash_of_the_passport_json() {
+        let entries = ["a.b.c", "d.e.f"];
+        let json = serde_json::to_string(&entries).unwrap();
+        let digest = Sha256::digest(json.as_bytes());
+        let id: uuid::Uuid = passport_claim_id(&entries).parse().unwrap();
+        assert_eq!(id.get_version_num(), 8);
+        // Everything but the version and variant bits comes from the hash.
+        let mut expected = [0u8; 16];
+        expected.copy_from_slice(&digest[..16]);
+        expected[6] = (expected[6] & 0x0f) | 0x80;
+        expected[8] = (expected[8] & 0x3f) | 0x80;
+        assert_eq!(id.as_bytes(), &expected);
+        assert_ne!(passport_claim_id(&entries), passport_claim_id(&entries[..1]));
+    }
+}

@@ -579,3 +579,44 @@ fn viz_draws_a_baggage_value() {
     assert_eq!(code(&out), 1);
     assert!(String::from_utf8_lossy(&out.stdout).contains("malformed_baggage"));
 }
+
+#[test]
+fn the_demo_exports_its_runs_for_kest_audit() {
+    for (format, file) in [("file", "spans.jsonl"), ("sqlite", "spans.db")] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = kest(dir.path(), &["demo", "--out", "d", "--export", format]);
+        assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("kest audit --keys")), "says how to audit");
+        let d = dir.path().join("d");
+        let out = kest(&d, &["audit", "--keys", "jwks.json", "--format", "json", file]);
+        let r = report(&out);
+        assert_eq!(code(&out), 0, "{format}: {r:#}");
+        let traces = r["traces"].as_array().unwrap();
+        assert_eq!(traces.len(), 3, "one trace per run: {r:#}");
+        // Run 1's trace rebuilds exactly the passport the demo wrote.
+        let passport: Vec<String> =
+            serde_json::from_str(&std::fs::read_to_string(d.join("passport.json")).unwrap()).unwrap();
+        let run1 = traces.iter().find(|t| t["denials"].as_array().unwrap().is_empty()).expect("run 1");
+        let mut rebuilt: Vec<String> =
+            run1["passport"].as_array().unwrap().iter().map(|j| j.as_str().unwrap().to_owned()).collect();
+        let mut expected = passport.clone();
+        rebuilt.sort();
+        expected.sort();
+        assert_eq!(rebuilt, expected, "{format}");
+        // Run 2: the refused send_email, with the policy and tier that refused it.
+        let run2 = traces
+            .iter()
+            .find(|t| t["denials"].as_array().unwrap().iter().any(|d| d["operation"] == "send_email"))
+            .expect("run 2");
+        let denial = &run2["denials"][0];
+        assert_eq!(denial["tier"], "function");
+        assert!(denial["policy"].as_str().unwrap().ends_with("kest/send_email"), "{denial:#}");
+        // --force replaces the store instead of appending to it.
+        let again = kest(dir.path(), &["demo", "--out", "d", "--export", format]);
+        assert_eq!(code(&again), 2, "refuses to overwrite");
+        let again = kest(dir.path(), &["demo", "--out", "d", "--force", "--export", format]);
+        assert_eq!(code(&again), 0);
+        let r = report(&kest(&d, &["audit", "--keys", "jwks.json", "--format", "json", file]));
+        assert_eq!(r["traces"].as_array().unwrap().len(), 3, "{format}: not the old runs and the new");
+    }
+}

@@ -54,6 +54,48 @@ pub struct DemoArgs {
     /// With --out: overwrite the demo's files if the directory already has them.
     #[arg(long, requires = "out")]
     pub force: bool,
+    /// Also export the spans of every run (one trace per run) for `kest audit`: `file` writes
+    /// OTLP JSON lines to spans.jsonl, `sqlite` the SQLite span store spans.db.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub export: Option<ExportFormat>,
+}
+
+/// Where `kest demo --export` writes the spans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// OTLP JSON lines (`spans.jsonl`), the Collector's file-exporter format.
+    File,
+    /// The SQLite span store (`spans.db`).
+    Sqlite,
+}
+
+impl ExportFormat {
+    /// The file name in the output directory.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            ExportFormat::File => "spans.jsonl",
+            ExportFormat::Sqlite => "spans.db",
+        }
+    }
+
+    fn exporter(self, path: PathBuf) -> kest::telemetry::Exporter {
+        match self {
+            ExportFormat::File => kest::telemetry::Exporter::File(path),
+            ExportFormat::Sqlite => kest::telemetry::Exporter::Sqlite(path),
+        }
+    }
+}
+
+/// Runs `body` inside a root span named `name`, so every hook span of the
+/// run shares its trace (a no-op without an installed tracer provider).
+fn in_trace<T>(name: &'static str, body: impl FnOnce() -> T) -> T {
+    use opentelemetry::trace::{TraceContextExt as _, Tracer as _};
+    let tracer = opentelemetry::global::tracer("kest.demo");
+    let cx = opentelemetry::Context::current_with_span(tracer.start(name));
+    let _attached = cx.clone().attach();
+    let out = body();
+    cx.span().end();
+    out
 }
 
 /// What a policy saw about the subject of a call it did not allow: the
@@ -380,11 +422,13 @@ fn write(path: &Path, text: &str) -> Result<(), CliError> {
 
 /// Runs `kest demo`.
 pub fn run(args: &DemoArgs) -> Result<Exit, CliError> {
+    let spans_file = args.export.map(ExportFormat::file_name);
     let out = match &args.out {
         Some(dir) => {
             let existing: Vec<&str> = OUTPUT_FILES
                 .iter()
                 .copied()
+                .chain(spans_file)
                 .filter(|name| std::fs::symlink_metadata(dir.join(name)).is_ok())
                 .collect();
             if !existing.is_empty() && !args.force {
@@ -414,24 +458,42 @@ pub fn run(args: &DemoArgs) -> Result<Exit, CliError> {
         sanitizer: provider("spiffe://kest.demo/sanitizer")?,
     };
     let (kest, witness) = runtime(&actors)?;
+    let telemetry = match args.export {
+        None => None,
+        Some(format) => {
+            let path = out.join(format.file_name());
+            // --force: a fresh store, not the previous run's spans and these.
+            for stale in [path.clone(), path.with_extension("db-wal"), path.with_extension("db-shm")] {
+                match std::fs::remove_file(&stale) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(CliError(format!("{}: {e}", stale.display())));
+                    }
+                    _ => {}
+                }
+            }
+            let guard = kest::telemetry::init("kest-demo", [format.exporter(path.clone())])
+                .map_err(|e| CliError(format!("--export: {e}")))?;
+            Some((guard, path))
+        }
+    };
 
     println!("Kest demo: an AI support agent answers alice@example.com by e-mail.");
     println!(
         "Every step is policy-checked (in-process Rego and Cedar) before it runs, then signed into the passport.\n"
     );
     println!("Run 1 — public sources:");
-    let (allowed, refused) = run_pipeline(&kest, &witness, &actors, false)?;
+    let (allowed, refused) = in_trace("kest.demo.run1", || run_pipeline(&kest, &witness, &actors, false))?;
     if refused.is_some() {
         return Err(CliError("run 1 should have sent the e-mail".into()));
     }
     println!("\nRun 2 — the knowledge base returns a confidential document:");
-    let (denied, refused) = run_pipeline(&kest, &witness, &actors, true)?;
+    let (denied, refused) = in_trace("kest.demo.run2", || run_pipeline(&kest, &witness, &actors, true))?;
     if refused.is_none() {
         return Err(CliError("run 2 should have been denied".into()));
     }
 
     println!("\nRun 3 — four eyes, decided from the lineage (kest/financial, Rego and Cedar):");
-    if run_four_eyes(&kest)? != [false, false, false, false, true, true] {
+    if in_trace("kest.demo.run3", || run_four_eyes(&kest))? != [false, false, false, false, true, true] {
         return Err(CliError("run 3: the four-eyes rule did not decide as expected".into()));
     }
 
@@ -497,6 +559,15 @@ pub fn run(args: &DemoArgs) -> Result<Exit, CliError> {
         requirement_path.display(),
         passport_path.display()
     );
+    if let Some((guard, path)) = telemetry {
+        guard.shutdown().map_err(|e| CliError(format!("--export: flushing the spans: {e}")))?;
+        println!(
+            "Wrote the spans of the three runs (one trace each) to {}; audit them: kest audit --keys {} {}",
+            path.display(),
+            jwks_path.display(),
+            path.display()
+        );
+    }
     Ok(Exit::Ok)
 }
 

@@ -5,7 +5,9 @@
 //! `SpiffeBundleResolver` checks chains against the bundle before mapping
 //! SPIFFE IDs to leaf keys.
 //!
-//! Not covered yet: the Workload API (gRPC over `SPIFFE_ENDPOINT_SOCKET`).
+//! The Workload API client runs against a Workload API server on a Unix
+//! socket inside the test (the `FetchX509SVID` server stream of the
+//! official `workload.proto`), which streams SVIDs the test mints.
 #![cfg(feature = "spiffe")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -185,4 +187,180 @@ fn expired_or_missing_svid_means_the_handler_never_runs_and_rotation_recovers() 
         identity.rotate(X509Svid::from_der(&other, &other_key).unwrap()),
         Err(SpiffeError::IdChanged { .. })
     ));
+}
+
+// ------------------------------------------------------------ Workload API
+
+mod server {
+    use std::convert::Infallible;
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::{Arc, Mutex};
+    use std::task::{Context, Poll};
+
+    use kest::identity::spiffe::proto::{
+        FETCH_X509_SVID, SECURITY_HEADER, X509SvidRequest, X509SvidResponse,
+    };
+    use tokio::sync::mpsc;
+    use tokio_stream::wrappers::ReceiverStream;
+    use tonic::body::Body;
+    use tonic::{Request, Response, Status};
+
+    type Stream = ReceiverStream<Result<X509SvidResponse, Status>>;
+
+    /// One stream: the first client to connect gets the receiver.
+    #[derive(Clone)]
+    pub struct WorkloadApi {
+        rx: Arc<Mutex<Option<mpsc::Receiver<Result<X509SvidResponse, Status>>>>>,
+    }
+
+    impl tonic::server::NamedService for WorkloadApi {
+        const NAME: &'static str = "SpiffeWorkloadAPI";
+    }
+
+    struct Fetch(WorkloadApi);
+
+    impl tonic::server::ServerStreamingService<X509SvidRequest> for Fetch {
+        type Response = X509SvidResponse;
+        type ResponseStream = Stream;
+        type Future = Pin<Box<dyn Future<Output = Result<Response<Stream>, Status>> + Send>>;
+        fn call(&mut self, request: Request<X509SvidRequest>) -> Self::Future {
+            let rx = self.0.rx.lock().unwrap().take();
+            Box::pin(async move {
+                if request.metadata().get(SECURITY_HEADER).and_then(|v| v.to_str().ok()) != Some("true") {
+                    return Err(Status::invalid_argument("security header missing from request"));
+                }
+                let rx = rx.ok_or_else(|| Status::unavailable("stream already taken"))?;
+                Ok(Response::new(ReceiverStream::new(rx)))
+            })
+        }
+    }
+
+    impl tower::Service<http::Request<Body>> for WorkloadApi {
+        type Response = http::Response<Body>;
+        type Error = Infallible;
+        type Future = Pin<Box<dyn Future<Output = Result<http::Response<Body>, Infallible>> + Send>>;
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+            let api = self.clone();
+            Box::pin(async move {
+                if req.uri().path() != FETCH_X509_SVID {
+                    return Ok(Status::unimplemented("only FetchX509SVID").into_http());
+                }
+                let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::default());
+                Ok(grpc.server_streaming(Fetch(api), req).await)
+            })
+        }
+    }
+
+    /// Serves on `path`; returns the sender of the stream.
+    pub fn start(path: &std::path::Path) -> mpsc::Sender<Result<X509SvidResponse, Status>> {
+        let (tx, rx) = mpsc::channel(8);
+        let api = WorkloadApi { rx: Arc::new(Mutex::new(Some(rx))) };
+        let listener = tokio::net::UnixListener::bind(path).unwrap();
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .serve_with_incoming(api, tokio_stream::wrappers::UnixListenerStream::new(listener))
+                .await
+                .unwrap();
+        });
+        tx
+    }
+}
+
+fn response(
+    chain: &[u8],
+    key: &[u8],
+    bundle: &[u8],
+    id: &str,
+) -> kest::identity::spiffe::proto::X509SvidResponse {
+    use kest::identity::spiffe::proto::{X509Svid as P, X509SvidResponse};
+    X509SvidResponse {
+        svids: vec![P {
+            spiffe_id: id.to_owned(),
+            x509_svid: chain.to_vec(),
+            x509_svid_key: key.to_vec(),
+            bundle: bundle.to_vec(),
+            hint: String::new(),
+        }],
+        ..Default::default()
+    }
+}
+
+async fn wait_for(mut done: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("condition not reached");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workload_api_stream_gives_the_identity_and_rotates_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("agent.sock");
+    let tx = server::start(&socket);
+    let ca = new_ca("spire-ca");
+    let id = "spiffe://example.org/ns/prod/sa/agent";
+    let (chain, key) = svid(&ca, id, &rcgen::PKCS_ECDSA_P256_SHA256, FUTURE);
+    tx.send(Ok(response(&chain, &key, &ca.der, id))).await.unwrap();
+
+    let uri = format!("unix://{}", socket.display());
+    let identity = SpiffeIdentity::from_workload_api(&uri, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(identity.workload_id(), id);
+    assert_eq!(identity.algorithm(), "ES256");
+    identity.ready().unwrap();
+    let first = identity.public_key().unwrap();
+
+    // Rotation from the stream, without restarting.
+    let (chain2, key2) = svid(&ca, id, &rcgen::PKCS_ECDSA_P256_SHA256, FUTURE);
+    tx.send(Ok(response(&chain2, &key2, &ca.der, id))).await.unwrap();
+    wait_for(|| identity.public_key().unwrap() != first).await;
+    let second = identity.public_key().unwrap();
+    // An RSA SVID on the stream is ignored (the current one stays).
+    let (rsa, rsa_key) = svid(&ca, id, &rcgen::PKCS_RSA_SHA256, FUTURE);
+    tx.send(Ok(response(&rsa, &rsa_key, &ca.der, id))).await.unwrap();
+    // Then an expired one replaces it: not ready any more.
+    let (old, old_key) = svid(&ca, id, &rcgen::PKCS_ECDSA_P256_SHA256, (2021, 1, 1));
+    tx.send(Ok(response(&old, &old_key, &ca.der, id))).await.unwrap();
+    wait_for(|| identity.ready().is_err()).await;
+    assert_ne!(identity.public_key().unwrap(), second);
+    assert!(identity.sign(b"x").is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workload_api_without_a_valid_svid_fails_before_any_identity_exists() {
+    let ca = new_ca("spire-ca");
+    let id = "spiffe://example.org/w";
+    // Nothing listening.
+    let dir = tempfile::tempdir().unwrap();
+    let missing = format!("unix://{}", dir.path().join("none.sock").display());
+    assert!(SpiffeIdentity::from_workload_api(&missing, Duration::from_secs(1)).await.is_err());
+    // An expired SVID, an RSA SVID, no SVID before the timeout.
+    for case in ["expired", "rsa", "silent", "empty"] {
+        let socket = dir.path().join(format!("{case}.sock"));
+        let tx = server::start(&socket);
+        match case {
+            "expired" => {
+                let (c, k) = svid(&ca, id, &rcgen::PKCS_ECDSA_P256_SHA256, (2021, 1, 1));
+                tx.send(Ok(response(&c, &k, &ca.der, id))).await.unwrap();
+            }
+            "rsa" => {
+                let (c, k) = svid(&ca, id, &rcgen::PKCS_RSA_SHA256, FUTURE);
+                tx.send(Ok(response(&c, &k, &ca.der, id))).await.unwrap();
+            }
+            "empty" => {
+                tx.send(Ok(Default::default())).await.unwrap();
+            }
+            _ => {}
+        }
+        let uri = format!("unix://{}", socket.display());
+        let err = SpiffeIdentity::from_workload_api(&uri, Duration::from_millis(300)).await.unwrap_err();
+        assert!(!err.to_string().is_empty(), "{case}");
+        drop(tx);
+    }
 }

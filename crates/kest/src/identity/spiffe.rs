@@ -443,3 +443,165 @@ impl KeyResolver for SpiffeBundleResolver {
         })
     }
 }
+
+/// The messages of the SPIFFE Workload API (`workload.proto` of the SPIFFE
+/// specification, X.509 part), written with `prost` derives instead of
+/// generated (no `protoc` needed). Field numbers are the proto's.
+pub mod proto {
+    /// `X509SVIDRequest` (empty).
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct X509SvidRequest {}
+
+    /// `X509SVIDResponse`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct X509SvidResponse {
+        /// The SVIDs of the workload; the first is the default.
+        #[prost(message, repeated, tag = "1")]
+        pub svids: Vec<X509Svid>,
+        /// CRLs (DER).
+        #[prost(bytes = "vec", repeated, tag = "2")]
+        pub crl: Vec<Vec<u8>>,
+        /// Bundles of federated trust domains (DER certificates).
+        #[prost(map = "string, bytes", tag = "3")]
+        pub federated_bundles: std::collections::HashMap<String, Vec<u8>>,
+    }
+
+    /// `X509SVID`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct X509Svid {
+        /// The SPIFFE ID.
+        #[prost(string, tag = "1")]
+        pub spiffe_id: String,
+        /// DER certificate chain, leaf first.
+        #[prost(bytes = "vec", tag = "2")]
+        pub x509_svid: Vec<u8>,
+        /// PKCS#8 DER private key.
+        #[prost(bytes = "vec", tag = "3")]
+        pub x509_svid_key: Vec<u8>,
+        /// The trust domain's CA certificates (DER).
+        #[prost(bytes = "vec", tag = "4")]
+        pub bundle: Vec<u8>,
+        /// Operator hint.
+        #[prost(string, tag = "5")]
+        pub hint: String,
+    }
+
+    /// The gRPC method path (the proto declares no package).
+    pub const FETCH_X509_SVID: &str = "/SpiffeWorkloadAPI/FetchX509SVID";
+    /// The metadata every Workload API request carries.
+    pub const SECURITY_HEADER: &str = "workload.spiffe.io";
+}
+
+/// Why the Workload API could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkloadApiError {
+    /// Connecting to the socket failed.
+    #[error("cannot reach the SPIFFE Workload API at `{socket}`: {reason}")]
+    Connect {
+        /// The socket.
+        socket: String,
+        /// Why.
+        reason: String,
+    },
+    /// The stream ended, failed or sent nothing in time.
+    #[error("SPIFFE Workload API stream: {0}")]
+    Stream(String),
+    /// The SVID it sent is unusable.
+    #[error(transparent)]
+    Svid(#[from] SpiffeError),
+}
+
+/// Opens the `FetchX509SVID` stream on a Unix socket (`unix:///path` or a
+/// bare path, as in `SPIFFE_ENDPOINT_SOCKET`).
+async fn fetch_stream(socket: &str) -> Result<tonic::Streaming<proto::X509SvidResponse>, WorkloadApiError> {
+    let path = socket.strip_prefix("unix://").unwrap_or(socket).to_owned();
+    let connect_err = |reason: String| WorkloadApiError::Connect { socket: socket.to_owned(), reason };
+    let endpoint = tonic::transport::Endpoint::from_static("http://localhost");
+    let channel = endpoint
+        .connect_with_connector(tower::service_fn(move |_: http::Uri| {
+            let path = path.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        }))
+        .await
+        .map_err(|e| connect_err(e.to_string()))?;
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.map_err(|e| connect_err(e.to_string()))?;
+    let mut request = tonic::Request::new(proto::X509SvidRequest {});
+    request
+        .metadata_mut()
+        .insert(proto::SECURITY_HEADER, tonic::metadata::MetadataValue::from_static("true"));
+    let codec = tonic_prost::ProstCodec::<proto::X509SvidRequest, proto::X509SvidResponse>::default();
+    let path = http::uri::PathAndQuery::from_static(proto::FETCH_X509_SVID);
+    let response = grpc
+        .server_streaming(request, path, codec)
+        .await
+        .map_err(|e| WorkloadApiError::Stream(e.to_string()))?;
+    Ok(response.into_inner())
+}
+
+fn default_svid(response: &proto::X509SvidResponse) -> Result<X509Svid, WorkloadApiError> {
+    let svid = response.svids.first().ok_or(SpiffeError::NoSvid)?;
+    let parsed = X509Svid::from_der(&svid.x509_svid, &svid.x509_svid_key)?;
+    if !svid.spiffe_id.is_empty() && svid.spiffe_id != parsed.spiffe_id {
+        return Err(WorkloadApiError::Stream("the response's spiffe_id is not the SVID's URI SAN".into()));
+    }
+    Ok(parsed)
+}
+
+impl SpiffeIdentity {
+    /// Connects to the SPIFFE Workload API at `socket` (`unix:///path`,
+    /// e.g. the value of `SPIFFE_ENDPOINT_SOCKET`), waits up to `timeout`
+    /// for the first X509-SVID, and keeps rotating from the stream in a
+    /// background Tokio task: every new default SVID replaces the current
+    /// one; an unusable one (RSA, other SPIFFE ID, expired) is logged and
+    /// ignored. When the stream ends or fails, the identity keeps its SVID
+    /// until it expires, then is not ready (no execution without lineage).
+    ///
+    /// Must be called inside a Tokio runtime.
+    pub async fn from_workload_api(
+        socket: &str,
+        timeout: std::time::Duration,
+    ) -> Result<Arc<SpiffeIdentity>, WorkloadApiError> {
+        let mut stream = fetch_stream(socket).await?;
+        let first = tokio::time::timeout(timeout, stream.message())
+            .await
+            .map_err(|_| WorkloadApiError::Stream("no X509-SVID before the timeout".into()))?
+            .map_err(|e| WorkloadApiError::Stream(e.to_string()))?
+            .ok_or_else(|| WorkloadApiError::Stream("the stream ended before the first X509-SVID".into()))?;
+        let svid = default_svid(&first)?;
+        if !svid.is_valid_at(SystemTime::now()) {
+            return Err(SpiffeError::Expired { subject: svid.spiffe_id.clone() }.into());
+        }
+        let identity = Arc::new(SpiffeIdentity::new(svid));
+        let weak = Arc::downgrade(&identity);
+        let socket = socket.to_owned();
+        tokio::spawn(async move {
+            loop {
+                let next = stream.message().await;
+                let Some(identity) = weak.upgrade() else { return };
+                match next {
+                    Ok(Some(response)) => match default_svid(&response).and_then(|s| Ok(identity.rotate(s)?))
+                    {
+                        Ok(()) => tracing::info!(spiffe_id = %identity.spiffe_id, "X509-SVID rotated"),
+                        Err(e) => {
+                            tracing::warn!(socket = %socket, error = %e, "ignored an unusable X509-SVID")
+                        }
+                    },
+                    Ok(None) => {
+                        tracing::warn!(socket = %socket, "SPIFFE Workload API stream ended");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(socket = %socket, error = %e, "SPIFFE Workload API stream failed");
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(identity)
+    }
+}

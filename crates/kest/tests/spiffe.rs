@@ -207,11 +207,12 @@ mod server {
     use tonic::{Request, Response, Status};
 
     type Stream = ReceiverStream<Result<X509SvidResponse, Status>>;
+    type Receiver = mpsc::Receiver<Result<X509SvidResponse, Status>>;
 
     /// One stream: the first client to connect gets the receiver.
     #[derive(Clone)]
     pub struct WorkloadApi {
-        rx: Arc<Mutex<Option<mpsc::Receiver<Result<X509SvidResponse, Status>>>>>,
+        rx: Arc<Mutex<Option<Receiver>>>,
     }
 
     impl tonic::server::NamedService for WorkloadApi {

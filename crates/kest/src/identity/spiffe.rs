@@ -6,11 +6,13 @@
 //! The inputs are exactly what the SPIFFE Workload API hands out in an
 //! `X509SVIDResponse` (`x509_svid`: the DER chain, leaf first;
 //! `x509_svid_key`: the PKCS#8 DER key; `bundle`: the DER CA certificates).
-//! **Not there yet:** the Workload API client itself (gRPC over
-//! `SPIFFE_ENDPOINT_SOCKET` with the stream driving
-//! [`SpiffeIdentity::rotate`]); until then a caller feeds SVIDs in, and
+//! [`SpiffeIdentity::from_workload_api`] fetches them from the Workload API
+//! (gRPC over the `SPIFFE_ENDPOINT_SOCKET` Unix socket, the `FetchX509SVID`
+//! stream) and rotates from the stream; [`SpiffeIdentity::new`] and
+//! [`SpiffeIdentity::rotate`] take SVIDs obtained otherwise. Not done yet:
 //! [`crate::identity::AutoDetector`] still reports the socket as not
-//! supported by this build.
+//! supported (building the identity is async), bundle updates from the
+//! stream, federated bundles and CRLs.
 //!
 //! Key types: a P-256 SVID key signs `ES256`, an Ed25519 key `EdDSA`; RSA
 //! (and every other type) is refused with [`SpiffeError::UnsupportedKey`].

@@ -11,6 +11,8 @@ mod auto;
 mod local;
 mod mock;
 mod oidc;
+#[cfg(feature = "spiffe")]
+pub mod spiffe;
 mod static_identity;
 
 pub use auto::{
@@ -20,6 +22,8 @@ pub use auto::{
 pub use local::{DEFAULT_LOCAL_WORKLOAD_ID, LocalEd25519Provider};
 pub use mock::{DEFAULT_MOCK_WORKLOAD_ID, MOCK_ALGORITHM, MockIdentityProvider};
 pub use oidc::{OIDC_SIGNING_KEY_ENV, OIDC_TOKEN_PATH_ENV, OIDCIdentity, OidcSigningKey};
+#[cfg(feature = "spiffe")]
+pub use spiffe::{SpiffeBundleResolver, SpiffeError, SpiffeIdentity, WorkloadApiError, X509Svid};
 pub use static_identity::StaticIdentity;
 
 /// A workload identity that can sign passport entries.

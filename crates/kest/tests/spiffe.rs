@@ -1,0 +1,367 @@
+//! SPIFFE X509-SVIDs (feature `spiffe`): SVIDs and bundles minted with
+//! `rcgen` at test time. `SpiffeIdentity` signs ES256 (P-256) or EdDSA
+//! (Ed25519) entries as its SPIFFE ID, refuses RSA, rotates, and is not
+//! ready (so the hook never runs the handler) without a valid SVID;
+//! `SpiffeBundleResolver` checks chains against the bundle before mapping
+//! SPIFFE IDs to leaf keys.
+//!
+//! The Workload API client runs against a Workload API server on a Unix
+//! socket inside the test (the `FetchX509SVID` server stream of the
+//! official `workload.proto`), which streams SVIDs the test mints.
+#![cfg(feature = "spiffe")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
+
+use kest::identity::{IdentityProvider, SpiffeBundleResolver, SpiffeError, SpiffeIdentity, X509Svid};
+use kest::policy::MockPolicyEngine;
+use kest::{CallContext, HookError, Kest, Lineage, Verified};
+use kest_core::{ErrorKind, Signer as _, Verifier};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType, SignatureAlgorithm,
+    date_time_ymd,
+};
+
+const TD: &str = "example.org";
+
+struct Ca {
+    issuer: Issuer<'static, KeyPair>,
+    der: Vec<u8>,
+}
+
+fn new_ca(name: &str) -> Ca {
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let cert = params.self_signed(&key).unwrap();
+    Ca { der: cert.der().to_vec(), issuer: Issuer::new(params, key) }
+}
+
+/// An SVID for `id` signed by `ca`: (chain DER, PKCS#8 key DER).
+fn svid(ca: &Ca, id: &str, alg: &'static SignatureAlgorithm, not_after: (i32, u8, u8)) -> (Vec<u8>, Vec<u8>) {
+    let key = KeyPair::generate_for(alg).unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, "workload");
+    params.subject_alt_names = vec![SanType::URI(id.try_into().unwrap())];
+    params.not_before = date_time_ymd(2020, 1, 1);
+    params.not_after = date_time_ymd(not_after.0, not_after.1, not_after.2);
+    let cert = params.signed_by(&key, &ca.issuer).unwrap();
+    (cert.der().to_vec(), key.serialize_der())
+}
+
+const FUTURE: (i32, u8, u8) = (2090, 1, 1);
+
+#[test]
+fn p256_and_ed25519_svids_sign_verifiable_entries_through_the_hook() {
+    let ca = new_ca("spire-ca");
+    let resolver = Arc::new(SpiffeBundleResolver::new(TD, &ca.der).unwrap());
+    for (alg, expected, id) in [
+        (&rcgen::PKCS_ECDSA_P256_SHA256, "ES256", "spiffe://example.org/ns/a/sa/ec"),
+        (&rcgen::PKCS_ED25519, "EdDSA", "spiffe://example.org/ns/a/sa/ed"),
+    ] {
+        let (chain, key) = svid(&ca, id, alg, FUTURE);
+        let identity = Arc::new(SpiffeIdentity::new(X509Svid::from_der(&chain, &key).unwrap()));
+        assert_eq!(identity.workload_id(), id);
+        assert_eq!(identity.algorithm(), expected);
+        assert_eq!(identity.kind(), "spiffe");
+        identity.ready().unwrap();
+        assert_eq!(resolver.add_svid(&chain, SystemTime::now()).unwrap(), id);
+
+        let kest = Arc::new(
+            Kest::builder()
+                .identity(identity.clone())
+                .engine(Arc::new(MockPolicyEngine::allow_all()))
+                .build()
+                .unwrap(),
+        );
+        let flow = Lineage::new();
+        flow.enter(|| -> Result<(), HookError<std::io::Error>> {
+            Verified::builder("step")
+                .policy("allow")
+                .build()
+                .unwrap()
+                .call(CallContext::new().runtime(&kest), || Ok(()))
+        })
+        .unwrap();
+        let verified =
+            Verifier::with_resolver(resolver.clone()).verify_json(&flow.passport().to_json()).unwrap();
+        assert_eq!(verified.entries()[0].principal(), id);
+        assert!(!format!("{identity:?}").contains(&format!("{:?}", &key[key.len() - 8..])));
+    }
+}
+
+#[test]
+fn rsa_svids_and_foreign_chains_are_refused() {
+    let ca = new_ca("spire-ca");
+    let (chain, key) = svid(&ca, "spiffe://example.org/rsa", &rcgen::PKCS_RSA_SHA256, FUTURE);
+    assert_eq!(X509Svid::from_der(&chain, &key).unwrap_err(), SpiffeError::UnsupportedKey("RSA"));
+    let resolver = SpiffeBundleResolver::new(TD, &ca.der).unwrap();
+    assert_eq!(resolver.add_svid(&chain, SystemTime::now()).unwrap_err(), SpiffeError::UnsupportedKey("RSA"));
+
+    // Signed by another CA, or in another trust domain: refused, no key recorded.
+    let other = new_ca("other-ca");
+    let (foreign, _) = svid(&other, "spiffe://example.org/x", &rcgen::PKCS_ECDSA_P256_SHA256, FUTURE);
+    assert!(matches!(resolver.add_svid(&foreign, SystemTime::now()), Err(SpiffeError::Chain { .. })));
+    let (elsewhere, _) = svid(&ca, "spiffe://evil.org/x", &rcgen::PKCS_ECDSA_P256_SHA256, FUTURE);
+    assert!(matches!(resolver.add_svid(&elsewhere, SystemTime::now()), Err(SpiffeError::Chain { .. })));
+    use kest_core::KeyResolver as _;
+    assert_eq!(resolver.resolve("spiffe://example.org/x").unwrap(), None);
+
+    // A key that is not the leaf's.
+    let (chain_a, _) = svid(&ca, "spiffe://example.org/a", &rcgen::PKCS_ECDSA_P256_SHA256, FUTURE);
+    let (_, key_b) = svid(&ca, "spiffe://example.org/a", &rcgen::PKCS_ECDSA_P256_SHA256, FUTURE);
+    assert_eq!(X509Svid::from_der(&chain_a, &key_b).unwrap_err(), SpiffeError::KeyMismatch);
+    // A chain at a time after its expiry.
+    let (short, _) = svid(&ca, "spiffe://example.org/s", &rcgen::PKCS_ECDSA_P256_SHA256, (2030, 1, 1));
+    let later = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000); // 2033
+    assert!(matches!(resolver.add_svid(&short, later), Err(SpiffeError::Expired { .. })));
+}
+
+#[test]
+fn expired_or_missing_svid_means_the_handler_never_runs_and_rotation_recovers() {
+    let ca = new_ca("spire-ca");
+    let id = "spiffe://example.org/rotating";
+    let (chain, key) = svid(&ca, id, &rcgen::PKCS_ECDSA_P256_SHA256, FUTURE);
+    let identity = Arc::new(SpiffeIdentity::new(X509Svid::from_der(&chain, &key).unwrap()));
+    let kest = Arc::new(
+        Kest::builder()
+            .identity(identity.clone())
+            .engine(Arc::new(MockPolicyEngine::allow_all()))
+            .build()
+            .unwrap(),
+    );
+    let runs = AtomicUsize::new(0);
+    let call = || {
+        let flow = Lineage::new();
+        let out = flow.enter(|| -> Result<(), HookError<std::io::Error>> {
+            Verified::builder("step").policy("allow").build().unwrap().call(
+                CallContext::new().runtime(&kest),
+                || {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
+                },
+            )
+        });
+        (out, flow)
+    };
+    assert!(call().0.is_ok());
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    let first_key = identity.public_key().unwrap();
+
+    // Rotated to an SVID that has expired: not ready, the handler never runs.
+    let (old, old_key) = svid(&ca, id, &rcgen::PKCS_ECDSA_P256_SHA256, (2021, 1, 1));
+    identity.rotate(X509Svid::from_der(&old, &old_key).unwrap()).unwrap();
+    assert!(identity.ready().is_err());
+    assert!(call().0.is_err());
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "handler ran without a valid SVID");
+    // No SVID at all: same.
+    identity.clear();
+    assert!(identity.ready().unwrap_err().0.contains("no X509-SVID"));
+    assert!(call().0.is_err());
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+
+    // A fresh SVID (new key) restores signing; the resolver follows the rotation.
+    let (fresh, fresh_key) = svid(&ca, id, &rcgen::PKCS_ECDSA_P256_SHA256, FUTURE);
+    identity.rotate(X509Svid::from_der(&fresh, &fresh_key).unwrap()).unwrap();
+    assert_ne!(identity.public_key().unwrap(), first_key);
+    let (out, flow) = call();
+    out.unwrap();
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+    let resolver = Arc::new(SpiffeBundleResolver::new(TD, &ca.der).unwrap());
+    resolver.add_svid(&chain, SystemTime::now()).unwrap();
+    let err = Verifier::with_resolver(resolver.clone()).verify_json(&flow.passport().to_json()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::BadSignature, "old key does not verify the new SVID's entry");
+    resolver.add_svid(&fresh, SystemTime::now()).unwrap();
+    Verifier::with_resolver(resolver.clone()).verify_json(&flow.passport().to_json()).unwrap();
+    // Removed from the source: unknown signer.
+    resolver.remove(id);
+    let err = Verifier::with_resolver(resolver).verify_json(&flow.passport().to_json()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::UnknownSigner);
+
+    // Rotation cannot change the workload.
+    let (other, other_key) = svid(&ca, "spiffe://example.org/other", &rcgen::PKCS_ECDSA_P256_SHA256, FUTURE);
+    assert!(matches!(
+        identity.rotate(X509Svid::from_der(&other, &other_key).unwrap()),
+        Err(SpiffeError::IdChanged { .. })
+    ));
+}
+
+// ------------------------------------------------------------ Workload API
+
+mod server {
+    use std::convert::Infallible;
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::{Arc, Mutex};
+    use std::task::{Context, Poll};
+
+    use kest::identity::spiffe::proto::{
+        FETCH_X509_SVID, SECURITY_HEADER, X509SvidRequest, X509SvidResponse,
+    };
+    use tokio::sync::mpsc;
+    use tokio_stream::wrappers::ReceiverStream;
+    use tonic::body::Body;
+    use tonic::{Request, Response, Status};
+
+    type Stream = ReceiverStream<Result<X509SvidResponse, Status>>;
+    type Receiver = mpsc::Receiver<Result<X509SvidResponse, Status>>;
+
+    /// One stream: the first client to connect gets the receiver.
+    #[derive(Clone)]
+    pub struct WorkloadApi {
+        rx: Arc<Mutex<Option<Receiver>>>,
+    }
+
+    impl tonic::server::NamedService for WorkloadApi {
+        const NAME: &'static str = "SpiffeWorkloadAPI";
+    }
+
+    struct Fetch(WorkloadApi);
+
+    impl tonic::server::ServerStreamingService<X509SvidRequest> for Fetch {
+        type Response = X509SvidResponse;
+        type ResponseStream = Stream;
+        type Future = Pin<Box<dyn Future<Output = Result<Response<Stream>, Status>> + Send>>;
+        fn call(&mut self, request: Request<X509SvidRequest>) -> Self::Future {
+            let rx = self.0.rx.lock().unwrap().take();
+            Box::pin(async move {
+                if request.metadata().get(SECURITY_HEADER).and_then(|v| v.to_str().ok()) != Some("true") {
+                    return Err(Status::invalid_argument("security header missing from request"));
+                }
+                let rx = rx.ok_or_else(|| Status::unavailable("stream already taken"))?;
+                Ok(Response::new(ReceiverStream::new(rx)))
+            })
+        }
+    }
+
+    impl tower::Service<http::Request<Body>> for WorkloadApi {
+        type Response = http::Response<Body>;
+        type Error = Infallible;
+        type Future = Pin<Box<dyn Future<Output = Result<http::Response<Body>, Infallible>> + Send>>;
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+            let api = self.clone();
+            Box::pin(async move {
+                if req.uri().path() != FETCH_X509_SVID {
+                    return Ok(Status::unimplemented("only FetchX509SVID").into_http());
+                }
+                let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::default());
+                Ok(grpc.server_streaming(Fetch(api), req).await)
+            })
+        }
+    }
+
+    /// Serves on `path`; returns the sender of the stream.
+    pub fn start(path: &std::path::Path) -> mpsc::Sender<Result<X509SvidResponse, Status>> {
+        let (tx, rx) = mpsc::channel(8);
+        let api = WorkloadApi { rx: Arc::new(Mutex::new(Some(rx))) };
+        let listener = tokio::net::UnixListener::bind(path).unwrap();
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .serve_with_incoming(api, tokio_stream::wrappers::UnixListenerStream::new(listener))
+                .await
+                .unwrap();
+        });
+        tx
+    }
+}
+
+fn response(
+    chain: &[u8],
+    key: &[u8],
+    bundle: &[u8],
+    id: &str,
+) -> kest::identity::spiffe::proto::X509SvidResponse {
+    use kest::identity::spiffe::proto::{X509Svid as P, X509SvidResponse};
+    X509SvidResponse {
+        svids: vec![P {
+            spiffe_id: id.to_owned(),
+            x509_svid: chain.to_vec(),
+            x509_svid_key: key.to_vec(),
+            bundle: bundle.to_vec(),
+            hint: String::new(),
+        }],
+        ..Default::default()
+    }
+}
+
+async fn wait_for(mut done: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("condition not reached");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workload_api_stream_gives_the_identity_and_rotates_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("agent.sock");
+    let tx = server::start(&socket);
+    let ca = new_ca("spire-ca");
+    let id = "spiffe://example.org/ns/prod/sa/agent";
+    let (chain, key) = svid(&ca, id, &rcgen::PKCS_ECDSA_P256_SHA256, FUTURE);
+    tx.send(Ok(response(&chain, &key, &ca.der, id))).await.unwrap();
+
+    let uri = format!("unix://{}", socket.display());
+    let identity = SpiffeIdentity::from_workload_api(&uri, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(identity.workload_id(), id);
+    assert_eq!(identity.algorithm(), "ES256");
+    identity.ready().unwrap();
+    let first = identity.public_key().unwrap();
+
+    // Rotation from the stream, without restarting.
+    let (chain2, key2) = svid(&ca, id, &rcgen::PKCS_ECDSA_P256_SHA256, FUTURE);
+    tx.send(Ok(response(&chain2, &key2, &ca.der, id))).await.unwrap();
+    wait_for(|| identity.public_key().unwrap() != first).await;
+    let second = identity.public_key().unwrap();
+    // An RSA SVID on the stream is ignored (the current one stays).
+    let (rsa, rsa_key) = svid(&ca, id, &rcgen::PKCS_RSA_SHA256, FUTURE);
+    tx.send(Ok(response(&rsa, &rsa_key, &ca.der, id))).await.unwrap();
+    // Then an expired one replaces it: not ready any more.
+    let (old, old_key) = svid(&ca, id, &rcgen::PKCS_ECDSA_P256_SHA256, (2021, 1, 1));
+    tx.send(Ok(response(&old, &old_key, &ca.der, id))).await.unwrap();
+    wait_for(|| identity.ready().is_err()).await;
+    assert_ne!(identity.public_key().unwrap(), second);
+    assert!(identity.sign(b"x").is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workload_api_without_a_valid_svid_fails_before_any_identity_exists() {
+    let ca = new_ca("spire-ca");
+    let id = "spiffe://example.org/w";
+    // Nothing listening.
+    let dir = tempfile::tempdir().unwrap();
+    let missing = format!("unix://{}", dir.path().join("none.sock").display());
+    assert!(SpiffeIdentity::from_workload_api(&missing, Duration::from_secs(1)).await.is_err());
+    // An expired SVID, an RSA SVID, no SVID before the timeout.
+    for case in ["expired", "rsa", "silent", "empty"] {
+        let socket = dir.path().join(format!("{case}.sock"));
+        let tx = server::start(&socket);
+        match case {
+            "expired" => {
+                let (c, k) = svid(&ca, id, &rcgen::PKCS_ECDSA_P256_SHA256, (2021, 1, 1));
+                tx.send(Ok(response(&c, &k, &ca.der, id))).await.unwrap();
+            }
+            "rsa" => {
+                let (c, k) = svid(&ca, id, &rcgen::PKCS_RSA_SHA256, FUTURE);
+                tx.send(Ok(response(&c, &k, &ca.der, id))).await.unwrap();
+            }
+            "empty" => {
+                tx.send(Ok(Default::default())).await.unwrap();
+            }
+            _ => {}
+        }
+        let uri = format!("unix://{}", socket.display());
+        let err = SpiffeIdentity::from_workload_api(&uri, Duration::from_millis(300)).await.unwrap_err();
+        assert!(!err.to_string().is_empty(), "{case}");
+        drop(tx);
+    }
+}

@@ -98,7 +98,10 @@ impl HookSpan {
             } else {
                 self.span.set_attributes([
                     KeyValue::new(attr::CHAIN_TIP, kest_core::baggage::format_chain_tip(&lineage.tips())),
-                    KeyValue::new(attr::CLAIM_CHECK, passport_claim_id(&entries)),
+                    KeyValue::new(
+                        attr::CLAIM_CHECK,
+                        passport_claim_id(passport.entries().iter().map(|e| e.hash())),
+                    ),
                 ]);
             }
         }
@@ -116,24 +119,19 @@ fn passport_json_len(entries: &[&str]) -> usize {
 }
 
 /// The content-addressed id of a passport: a UUID (version 8, RFC 9562
-/// §5.8) whose custom bits are the first 16 bytes of SHA-256 of the
-/// passport JSON, hashed as it streams (the JSON is never built).
+/// §5.8) whose custom bits are the first 16 bytes of SHA-256 over the raw
+/// 32-byte hashes of its entries, in passport order. (Each entry hash is
+/// SHA-256 of the entry's JWS, so the id binds every byte of the passport,
+/// and it costs one small hash however large the passport is.)
 ///
 /// The propagation layer's claim-check ids are random v4 UUIDs that live in
 /// a cache for a TTL, so no span could name one usefully; this id is instead
 /// reproducible by anyone who rebuilds the same passport from the entries.
-pub(crate) fn passport_claim_id(entries: &[&str]) -> String {
+pub(crate) fn passport_claim_id(hashes: impl IntoIterator<Item = kest_core::EntryHash>) -> String {
     let mut h = Sha256::new();
-    h.update(b"[");
-    for (i, e) in entries.iter().enumerate() {
-        if i > 0 {
-            h.update(b",");
-        }
-        h.update(b"\"");
-        h.update(e.as_bytes());
-        h.update(b"\"");
+    for hash in hashes {
+        h.update(hash.as_bytes());
     }
-    h.update(b"]");
     let digest = h.finalize();
     let mut bytes = [0u8; 16];
     for (b, d) in bytes.iter_mut().zip(digest.iter()) {
@@ -155,11 +153,14 @@ mod tests {
     }
 
     #[test]
-    fn claim_id_is_the_hash_of_the_passport_json() {
-        let entries = ["a.b.c", "d.e.f"];
-        let json = serde_json::to_string(&entries).unwrap();
-        let digest = Sha256::digest(json.as_bytes());
-        let id: uuid::Uuid = passport_claim_id(&entries).parse().unwrap();
+    fn claim_id_is_the_hash_of_the_entry_hashes() {
+        let hashes = [kest_core::EntryHash::of("a.b.c"), kest_core::EntryHash::of("d.e.f")];
+        let mut concat = Vec::new();
+        for h in &hashes {
+            concat.extend_from_slice(h.as_bytes());
+        }
+        let digest = Sha256::digest(&concat);
+        let id: uuid::Uuid = passport_claim_id(hashes).parse().unwrap();
         assert_eq!(id.get_version_num(), 8);
         // Everything but the version and variant bits comes from the hash.
         let mut expected = [0u8; 16];
@@ -167,6 +168,7 @@ mod tests {
         expected[6] = (expected[6] & 0x0f) | 0x80;
         expected[8] = (expected[8] & 0x3f) | 0x80;
         assert_eq!(id.as_bytes(), &expected);
-        assert_ne!(passport_claim_id(&entries), passport_claim_id(&entries[..1]));
+        assert_ne!(passport_claim_id(hashes), passport_claim_id(hashes[..1].iter().copied()));
+        assert_ne!(passport_claim_id(hashes), passport_claim_id([hashes[1], hashes[0]]), "order matters");
     }
 }

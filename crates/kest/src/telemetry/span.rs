@@ -75,13 +75,25 @@ impl HookSpan {
     ) {
         if self.span.is_recording() {
             // Only computed (and the passport serialized) when a real
-            // tracer records the span.
-            let passport = lineage.passport();
-            let parent_hash = passport
-                .get(hash)
-                .filter(|e| !e.is_root())
-                .map(|e| e.parents().iter().map(ToString::to_string).collect::<Vec<_>>().join(","))
-                .unwrap_or_else(|| "0".to_owned());
+            // tracer records the span; read in place, never copied.
+            let (parent_hash, passport_attribute) = lineage.with_passport(|passport| {
+                let parent_hash = passport
+                    .get(hash)
+                    .filter(|e| !e.is_root())
+                    .map(|e| e.parents().iter().map(ToString::to_string).collect::<Vec<_>>().join(","))
+                    .unwrap_or_else(|| "0".to_owned());
+                let json_len = passport_json_len(passport.entries().iter().map(|e| e.jws().len()));
+                let attribute = if json_len <= PASSPORT_ATTRIBUTE_LIMIT {
+                    KeyValue::new(attr::PASSPORT, passport.to_json())
+                } else {
+                    KeyValue::new(
+                        attr::CLAIM_CHECK,
+                        passport_claim_id(passport.entries().iter().map(|e| e.hash())),
+                    )
+                };
+                (parent_hash, attribute)
+            });
+            let inline = passport_attribute.key.as_str() == attr::PASSPORT;
             self.span.set_attributes([
                 KeyValue::new(attr::SIGNATURE, jws.to_owned()),
                 KeyValue::new(attr::ENTRY_HASH, hash.to_string()),
@@ -91,18 +103,13 @@ impl HookSpan {
                 KeyValue::new(attr::TRUST_SCORE, i64::from(trust)),
                 KeyValue::new(attr::OPERATION, self.operation.clone()),
                 KeyValue::new(attr::DECISION, "allow"),
+                passport_attribute,
             ]);
-            let entries: Vec<&str> = passport.entries().iter().map(|e| e.jws()).collect();
-            if passport_json_len(&entries) <= PASSPORT_ATTRIBUTE_LIMIT {
-                self.span.set_attribute(KeyValue::new(attr::PASSPORT, passport.to_json()));
-            } else {
-                self.span.set_attributes([
-                    KeyValue::new(attr::CHAIN_TIP, kest_core::baggage::format_chain_tip(&lineage.tips())),
-                    KeyValue::new(
-                        attr::CLAIM_CHECK,
-                        passport_claim_id(passport.entries().iter().map(|e| e.hash())),
-                    ),
-                ]);
+            if !inline {
+                self.span.set_attribute(KeyValue::new(
+                    attr::CHAIN_TIP,
+                    kest_core::baggage::format_chain_tip(&lineage.tips()),
+                ));
             }
         }
         self.span.end();
@@ -111,11 +118,9 @@ impl HookSpan {
 
 /// The length in bytes of the passport JSON (`["jws","jws",...]`) without
 /// building it.
-fn passport_json_len(entries: &[&str]) -> usize {
-    match entries.len() {
-        0 => 2,
-        n => entries.iter().map(|e| e.len()).sum::<usize>() + 3 * n + 1,
-    }
+fn passport_json_len(jws_lengths: impl Iterator<Item = usize>) -> usize {
+    let (n, sum) = jws_lengths.fold((0usize, 0usize), |(n, sum), len| (n + 1, sum + len));
+    if n == 0 { 2 } else { sum + 3 * n + 1 }
 }
 
 /// The content-addressed id of a passport: a UUID (version 8, RFC 9562
@@ -148,7 +153,7 @@ mod tests {
     fn json_length_matches_the_serialization() {
         for entries in [vec![], vec!["a.b.c"], vec!["a.b.c", "dd.ee.ff", "g.h.i"]] {
             let json = serde_json::to_string(&entries).unwrap();
-            assert_eq!(passport_json_len(&entries), json.len());
+            assert_eq!(passport_json_len(entries.iter().map(|e| e.len())), json.len());
         }
     }
 

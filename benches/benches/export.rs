@@ -27,6 +27,8 @@ use kest::telemetry::{self, Exporter};
 use kest_benches::hook::{EngineKind, base_passport, call, flow, hook, runtime};
 use kest_benches::{signer, signing_input};
 use kest_core::Passport;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
 
 fn measure(c: &mut Criterion, name: &str, hook: &Verified, kest: &Arc<Kest>, base: &Passport) {
     let mut g = c.benchmark_group("hook_export");
@@ -41,6 +43,17 @@ fn measure(c: &mut Criterion, name: &str, hook: &Verified, kest: &Arc<Kest>, bas
         )
     });
     g.finish();
+}
+
+/// An exporter that drops every batch.
+#[derive(Debug)]
+struct Discard;
+
+impl SpanExporter for Discard {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        black_box(batch);
+        Ok(())
+    }
 }
 
 fn spans_in_file(path: &Path) -> usize {
@@ -75,6 +88,14 @@ fn benches(c: &mut Criterion) {
 
     // No provider: the global no-op tracer, nothing recorded.
     measure(c, "no_exporter", &hook, &kest, &base);
+
+    // What the calling thread pays: spans recorded and queued to a batch
+    // processor whose exporter discards them (no export work competing
+    // for the cores).
+    let provider = SdkTracerProvider::builder().with_batch_exporter(Discard).build();
+    opentelemetry::global::set_tracer_provider(provider.clone());
+    measure(c, "recorded_discarded", &hook, &kest, &base);
+    provider.shutdown().unwrap();
 
     let dir = std::env::temp_dir().join(format!("kest-bench-export-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -455,11 +455,13 @@ impl KestBuilder {
         let telemetry = match self.exporters {
             Some(list) if !list.is_empty() => {
                 for exporter in &list {
-                    let compiled = match exporter.feature() {
-                        "otlp" => cfg!(feature = "otlp"),
-                        "sqlite" => cfg!(feature = "sqlite"),
-                        _ => cfg!(feature = "telemetry"),
-                    };
+                    let compiled = [
+                        ("otlp", cfg!(feature = "otlp")),
+                        ("sqlite", cfg!(feature = "sqlite")),
+                        ("telemetry", cfg!(feature = "telemetry")),
+                    ]
+                    .iter()
+                    .any(|(feature, on)| *on && *feature == exporter.feature());
                     if !compiled {
                         return Err(ConfigError::Invalid(format!(
                             "telemetry exporter `{exporter}` needs the `{}` feature of kest",

@@ -116,7 +116,7 @@ pub fn init_from_config(config: &TelemetryConfig) -> Result<TelemetryGuard, Tele
     // service's sampling decision.
     let mut builder = SdkTracerProvider::builder().with_resource(resource).with_sampler(Sampler::AlwaysOn);
     #[cfg(feature = "otlp")]
-    let mut runtime: Option<tokio::runtime::Runtime> = None;
+    let mut runtime: Option<super::otlp::OtlpRuntime> = None;
     for exporter in config.exporters() {
         let shown = exporter.to_string();
         builder = match exporter {
@@ -137,7 +137,7 @@ pub fn init_from_config(config: &TelemetryConfig) -> Result<TelemetryGuard, Tele
                 let otlp_error = |message: String| TelemetryError::Otlp { exporter: shown.clone(), message };
                 let rt = match runtime.take() {
                     Some(rt) => rt,
-                    None => super::otlp::runtime().map_err(|e| otlp_error(e.to_string()))?,
+                    None => super::otlp::OtlpRuntime::new().map_err(|e| otlp_error(e.to_string()))?,
                 };
                 let built = super::otlp::build(&rt, *protocol, endpoint.as_deref());
                 runtime = Some(rt);
@@ -179,7 +179,7 @@ pub struct TelemetryGuard {
     provider: SdkTracerProvider,
     stopped: bool,
     #[cfg(feature = "otlp")]
-    runtime: Option<tokio::runtime::Runtime>,
+    runtime: Option<super::otlp::OtlpRuntime>,
 }
 
 impl fmt::Debug for TelemetryGuard {
@@ -231,11 +231,9 @@ impl TelemetryGuard {
         }
         opentelemetry::global::set_tracer_provider(NoopTracerProvider::new());
         let result = self.provider.shutdown().map_err(|e| TelemetryError::Flush(e.to_string()));
+        // After the exporters: their last exports ran on it.
         #[cfg(feature = "otlp")]
-        if let Some(rt) = self.runtime.take() {
-            // Allowed inside an async context, unlike dropping it.
-            rt.shutdown_background();
-        }
+        drop(self.runtime.take());
         result
     }
 }

@@ -8,7 +8,7 @@
 //! child of the current OpenTelemetry context. A recorded call carries
 //! [`attr::SIGNATURE`] (the entry's whole JWS), [`attr::ENTRY_HASH`],
 //! [`attr::PARENT_HASH`], [`attr::PASSPORT`] (the passport JSON as of the
-//! call; above [`PASSPORT_ATTRIBUTE_LIMIT`] bytes it is replaced by
+//! call; above [`PASSPORT_ATTRIBUTE_LIMIT`] (4 KiB) it is replaced by
 //! [`attr::CHAIN_TIP`] and [`attr::CLAIM_CHECK`]), [`attr::ENTRY_ID`],
 //! [`attr::WORKLOAD_ID`], [`attr::TRUST_SCORE`], [`attr::OPERATION`] and
 //! [`attr::DECISION`] = `allow`. A refused call ends its span with status
@@ -98,12 +98,16 @@ pub const SCOPE: &str = "kest.core";
 
 /// Above this many bytes of passport JSON, a span carries
 /// [`attr::CHAIN_TIP`] and [`attr::CLAIM_CHECK`] instead of
-/// [`attr::PASSPORT`] (16 KiB).
+/// [`attr::PASSPORT`]: 4096, the default inline threshold of the baggage
+/// (SPEC §7.3), about three or four entries. Every span carries its own
+/// entry, so the passport is always rebuildable from the export; repeating
+/// it whole in every span would make a store grow with the square of the
+/// flow length and the export cost grow with it.
 ///
 /// ```
-/// assert_eq!(kest::telemetry::PASSPORT_ATTRIBUTE_LIMIT, 16 * 1024);
+/// assert_eq!(kest::telemetry::PASSPORT_ATTRIBUTE_LIMIT, 4096);
 /// ```
-pub const PASSPORT_ATTRIBUTE_LIMIT: usize = 16 * 1024;
+pub const PASSPORT_ATTRIBUTE_LIMIT: usize = 4096;
 
 /// The schema of the SQLite span store (version [`SQLITE_SCHEMA_VERSION`]):
 /// table `kest_schema` (one row, the version) and table `spans`, one row per
@@ -141,11 +145,11 @@ pub mod attr {
     /// Instead of a passport above the size limit: the flow's tips in the
     /// format of the baggage `kest.chain_tip`.
     pub const CHAIN_TIP: &str = "kest.chain_tip";
-    /// Instead of a passport above the size limit: its content-addressed id
-    /// (a version 8 UUID from the first 16 bytes of SHA-256 of the passport
-    /// JSON). The propagation layer's claim-check ids are random and
-    /// short-lived, so the span records one anyone can recompute from the
-    /// rebuilt passport.
+    /// Instead of a passport above the size limit: its content-addressed id,
+    /// a version 8 UUID whose custom bits are the first 16 bytes of SHA-256
+    /// over the raw 32-byte entry hashes in passport order. The propagation
+    /// layer's claim-check ids are random and short-lived, so the span
+    /// records one anyone can recompute from the rebuilt passport.
     pub const CLAIM_CHECK: &str = "kest.claim_check";
     /// The entry id (UUID v7); on a denial, the id the entry would have had.
     pub const ENTRY_ID: &str = "kest.entry_id";

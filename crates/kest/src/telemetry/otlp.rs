@@ -18,21 +18,43 @@ use tokio::runtime::{Handle, Runtime};
 
 use super::OtlpProtocol;
 
-/// The private runtime of the OTLP exporters.
-pub(crate) fn runtime() -> std::io::Result<Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("kest-otlp")
-        .enable_all()
-        .build()
+/// The private runtime of the OTLP exporters. Dropping it never blocks, so
+/// it may be dropped anywhere, an async context included (where dropping a
+/// Tokio runtime panics).
+#[derive(Debug)]
+pub(crate) struct OtlpRuntime(Option<Runtime>);
+
+impl OtlpRuntime {
+    /// A one-worker runtime.
+    pub(crate) fn new() -> std::io::Result<OtlpRuntime> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("kest-otlp")
+            .enable_all()
+            .build()?;
+        Ok(OtlpRuntime(Some(rt)))
+    }
+}
+
+impl Drop for OtlpRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// Builds the exporter on `rt` (its connection tasks are spawned there).
 pub(crate) fn build(
-    rt: &Runtime,
+    rt: &OtlpRuntime,
     protocol: OtlpProtocol,
     endpoint: Option<&str>,
 ) -> Result<OnRuntime, opentelemetry_otlp::ExporterBuildError> {
+    let Some(rt) = &rt.0 else {
+        return Err(opentelemetry_otlp::ExporterBuildError::InternalFailure(
+            "the OTLP runtime is stopped".into(),
+        ));
+    };
     let _entered = rt.enter();
     let exporter = match protocol {
         OtlpProtocol::Grpc => {

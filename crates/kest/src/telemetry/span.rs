@@ -75,13 +75,25 @@ impl HookSpan {
     ) {
         if self.span.is_recording() {
             // Only computed (and the passport serialized) when a real
-            // tracer records the span.
-            let passport = lineage.passport();
-            let parent_hash = passport
-                .get(hash)
-                .filter(|e| !e.is_root())
-                .map(|e| e.parents().iter().map(ToString::to_string).collect::<Vec<_>>().join(","))
-                .unwrap_or_else(|| "0".to_owned());
+            // tracer records the span; read in place, never copied.
+            let (parent_hash, passport_attribute) = lineage.with_passport(|passport| {
+                let parent_hash = passport
+                    .get(hash)
+                    .filter(|e| !e.is_root())
+                    .map(|e| e.parents().iter().map(ToString::to_string).collect::<Vec<_>>().join(","))
+                    .unwrap_or_else(|| "0".to_owned());
+                let json_len = passport_json_len(passport.entries().iter().map(|e| e.jws().len()));
+                let attribute = if json_len <= PASSPORT_ATTRIBUTE_LIMIT {
+                    KeyValue::new(attr::PASSPORT, passport.to_json())
+                } else {
+                    KeyValue::new(
+                        attr::CLAIM_CHECK,
+                        passport_claim_id(passport.entries().iter().map(|e| e.hash())),
+                    )
+                };
+                (parent_hash, attribute)
+            });
+            let inline = passport_attribute.key.as_str() == attr::PASSPORT;
             self.span.set_attributes([
                 KeyValue::new(attr::SIGNATURE, jws.to_owned()),
                 KeyValue::new(attr::ENTRY_HASH, hash.to_string()),
@@ -91,15 +103,13 @@ impl HookSpan {
                 KeyValue::new(attr::TRUST_SCORE, i64::from(trust)),
                 KeyValue::new(attr::OPERATION, self.operation.clone()),
                 KeyValue::new(attr::DECISION, "allow"),
+                passport_attribute,
             ]);
-            let entries: Vec<&str> = passport.entries().iter().map(|e| e.jws()).collect();
-            if passport_json_len(&entries) <= PASSPORT_ATTRIBUTE_LIMIT {
-                self.span.set_attribute(KeyValue::new(attr::PASSPORT, passport.to_json()));
-            } else {
-                self.span.set_attributes([
-                    KeyValue::new(attr::CHAIN_TIP, kest_core::baggage::format_chain_tip(&lineage.tips())),
-                    KeyValue::new(attr::CLAIM_CHECK, passport_claim_id(&entries)),
-                ]);
+            if !inline {
+                self.span.set_attribute(KeyValue::new(
+                    attr::CHAIN_TIP,
+                    kest_core::baggage::format_chain_tip(&lineage.tips()),
+                ));
             }
         }
         self.span.end();
@@ -108,32 +118,25 @@ impl HookSpan {
 
 /// The length in bytes of the passport JSON (`["jws","jws",...]`) without
 /// building it.
-fn passport_json_len(entries: &[&str]) -> usize {
-    match entries.len() {
-        0 => 2,
-        n => entries.iter().map(|e| e.len()).sum::<usize>() + 3 * n + 1,
-    }
+fn passport_json_len(jws_lengths: impl Iterator<Item = usize>) -> usize {
+    let (n, sum) = jws_lengths.fold((0usize, 0usize), |(n, sum), len| (n + 1, sum + len));
+    if n == 0 { 2 } else { sum + 3 * n + 1 }
 }
 
 /// The content-addressed id of a passport: a UUID (version 8, RFC 9562
-/// §5.8) whose custom bits are the first 16 bytes of SHA-256 of the
-/// passport JSON, hashed as it streams (the JSON is never built).
+/// §5.8) whose custom bits are the first 16 bytes of SHA-256 over the raw
+/// 32-byte hashes of its entries, in passport order. (Each entry hash is
+/// SHA-256 of the entry's JWS, so the id binds every byte of the passport,
+/// and it costs one small hash however large the passport is.)
 ///
 /// The propagation layer's claim-check ids are random v4 UUIDs that live in
 /// a cache for a TTL, so no span could name one usefully; this id is instead
 /// reproducible by anyone who rebuilds the same passport from the entries.
-pub(crate) fn passport_claim_id(entries: &[&str]) -> String {
+pub(crate) fn passport_claim_id(hashes: impl IntoIterator<Item = kest_core::EntryHash>) -> String {
     let mut h = Sha256::new();
-    h.update(b"[");
-    for (i, e) in entries.iter().enumerate() {
-        if i > 0 {
-            h.update(b",");
-        }
-        h.update(b"\"");
-        h.update(e.as_bytes());
-        h.update(b"\"");
+    for hash in hashes {
+        h.update(hash.as_bytes());
     }
-    h.update(b"]");
     let digest = h.finalize();
     let mut bytes = [0u8; 16];
     for (b, d) in bytes.iter_mut().zip(digest.iter()) {
@@ -150,16 +153,19 @@ mod tests {
     fn json_length_matches_the_serialization() {
         for entries in [vec![], vec!["a.b.c"], vec!["a.b.c", "dd.ee.ff", "g.h.i"]] {
             let json = serde_json::to_string(&entries).unwrap();
-            assert_eq!(passport_json_len(&entries), json.len());
+            assert_eq!(passport_json_len(entries.iter().map(|e| e.len())), json.len());
         }
     }
 
     #[test]
-    fn claim_id_is_the_hash_of_the_passport_json() {
-        let entries = ["a.b.c", "d.e.f"];
-        let json = serde_json::to_string(&entries).unwrap();
-        let digest = Sha256::digest(json.as_bytes());
-        let id: uuid::Uuid = passport_claim_id(&entries).parse().unwrap();
+    fn claim_id_is_the_hash_of_the_entry_hashes() {
+        let hashes = [kest_core::EntryHash::of("a.b.c"), kest_core::EntryHash::of("d.e.f")];
+        let mut concat = Vec::new();
+        for h in &hashes {
+            concat.extend_from_slice(h.as_bytes());
+        }
+        let digest = Sha256::digest(&concat);
+        let id: uuid::Uuid = passport_claim_id(hashes).parse().unwrap();
         assert_eq!(id.get_version_num(), 8);
         // Everything but the version and variant bits comes from the hash.
         let mut expected = [0u8; 16];
@@ -167,6 +173,7 @@ mod tests {
         expected[6] = (expected[6] & 0x0f) | 0x80;
         expected[8] = (expected[8] & 0x3f) | 0x80;
         assert_eq!(id.as_bytes(), &expected);
-        assert_ne!(passport_claim_id(&entries), passport_claim_id(&entries[..1]));
+        assert_ne!(passport_claim_id(hashes), passport_claim_id(hashes[..1].iter().copied()));
+        assert_ne!(passport_claim_id(hashes), passport_claim_id([hashes[1], hashes[0]]), "order matters");
     }
 }

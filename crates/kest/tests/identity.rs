@@ -368,10 +368,22 @@ fn detect(vars: &[(&str, &str)]) -> Result<kest::identity::Detection, IdentityEr
     AutoDetector::with_lookup(move |name: &str| env.get(name).cloned()).detect()
 }
 
-fn not_compiled_in(vars: &[(&str, &str)]) -> (&'static str, &'static str, String) {
+/// Which backend the detector chose for `vars`: the provider's kind, or,
+/// when it failed, the backend it failed in — `NotCompiledIn` without the
+/// feature, the backend's own error with it (no SPIFFE agent or AWS
+/// endpoint is reachable here: the socket does not exist and AWS points at
+/// a closed loopback port). Never a silent fallback.
+fn chosen(vars: &[(&str, &str)]) -> (String, String) {
     match detect(vars) {
-        Err(IdentityError::NotCompiledIn { backend, feature, reason }) => (backend, feature, reason),
-        other => panic!("expected NotCompiledIn for {vars:?}, got {other:?}"),
+        Ok(d) => (d.provider.kind().to_owned(), d.reason),
+        Err(IdentityError::NotCompiledIn { feature, reason, backend }) => {
+            (feature.to_owned(), format!("{backend}: {reason}"))
+        }
+        #[cfg(feature = "spiffe")]
+        Err(e @ IdentityError::Spiffe(_)) => ("spiffe".to_owned(), e.to_string()),
+        #[cfg(feature = "aws")]
+        Err(e @ IdentityError::Aws(_)) => ("aws".to_owned(), e.to_string()),
+        Err(other) => panic!("unexpected error for {vars:?}: {other:?}"),
     }
 }
 
@@ -380,25 +392,31 @@ fn auto_detection_follows_the_spec_order() {
     let dir = tempfile::tempdir().unwrap();
     let token = write(dir.path(), "token", &claims_jwt(r#"{"iss":"https://i","sub":"oidc-workload"}"#));
     let token = token.to_str().unwrap();
-    let spiffe = ("SPIFFE_ENDPOINT_SOCKET", "unix:///run/spire/agent.sock");
+    let spiffe = ("SPIFFE_ENDPOINT_SOCKET", "unix:///nonexistent/spire/agent.sock");
     let bedrock = ("AWS_BEDROCK_AGENT_ID", "AGENT123");
     let region = ("AWS_REGION", "eu-west-1");
     let default_region = ("AWS_DEFAULT_REGION", "eu-west-1");
     let kms = ("KEST_AWS_KMS_KEY_ID", "alias/kest");
     let oidc = ("KEST_OIDC_TOKEN_PATH", token);
+    // Hermetic AWS: a closed loopback endpoint and static credentials.
+    let aws_endpoint = ("AWS_ENDPOINT_URL", "http://127.0.0.1:9");
+    let aws_key = ("AWS_ACCESS_KEY_ID", "AKIATEST");
+    let aws_secret = ("AWS_SECRET_ACCESS_KEY", "x");
 
     // 1. SPIFFE wins over everything.
-    let (backend, feature, reason) = not_compiled_in(&[spiffe, bedrock, region, kms, oidc]);
-    assert_eq!((backend, feature), ("SPIFFE", "spiffe"));
-    assert!(reason.contains("SPIFFE_ENDPOINT_SOCKET"));
+    let (backend, reason) = chosen(&[spiffe, bedrock, region, kms, oidc, aws_endpoint, aws_key, aws_secret]);
+    assert_eq!(backend, "spiffe", "{reason}");
+    assert!(reason.contains("SPIFFE") || reason.contains("spire"), "{reason}");
     // 2. Bedrock over AWS KMS and OIDC.
-    let (backend, feature, reason) = not_compiled_in(&[bedrock, region, kms, oidc]);
-    assert_eq!(feature, "aws");
-    assert!(backend.contains("Bedrock") && reason.contains("AWS_BEDROCK_AGENT_ID"));
+    let (backend, reason) = chosen(&[bedrock, region, kms, oidc, aws_endpoint, aws_key, aws_secret]);
+    assert_eq!(backend, "aws", "{reason}");
+    #[cfg(not(feature = "aws"))]
+    assert!(reason.contains("Bedrock") && reason.contains("AWS_BEDROCK_AGENT_ID"), "{reason}");
     // 3. AWS region (either variable) with a KMS key, over OIDC.
     for r in [region, default_region] {
-        let (backend, feature, reason) = not_compiled_in(&[r, kms, oidc]);
-        assert_eq!((backend, feature), ("AWS KMS", "aws"));
+        let (backend, reason) = chosen(&[r, kms, oidc, aws_endpoint, aws_key, aws_secret]);
+        assert_eq!(backend, "aws", "{reason}");
+        #[cfg(not(feature = "aws"))]
         assert!(reason.contains(r.0) && reason.contains("KEST_AWS_KMS_KEY_ID"), "{reason}");
     }
     // A region without a KMS key, or a key without a region, is not AWS.

@@ -365,3 +365,57 @@ async fn workload_api_without_a_valid_svid_fails_before_any_identity_exists() {
         drop(tx);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_detector_takes_the_workload_api_first_and_the_hook_signs_with_the_svid() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("agent.sock");
+    let tx = server::start(&socket);
+    let ca = new_ca("spire-ca");
+    let id = "spiffe://example.org/ns/prod/sa/auto";
+    let (chain, key) = svid(&ca, id, &rcgen::PKCS_ECDSA_P256_SHA256, FUTURE);
+    tx.send(Ok(response(&chain, &key, &ca.der, id))).await.unwrap();
+    let uri = format!("unix://{}", socket.display());
+    // SPIFFE wins over AWS and OIDC variables set at the same time.
+    let detection = tokio::task::spawn_blocking(move || {
+        let env = |name: &str| match name {
+            "SPIFFE_ENDPOINT_SOCKET" => Some(uri.clone()),
+            "AWS_BEDROCK_AGENT_ID" => Some("AGENT123".to_owned()),
+            "AWS_REGION" => Some("eu-west-1".to_owned()),
+            "KEST_AWS_KMS_KEY_ID" => Some("alias/kest".to_owned()),
+            _ => None,
+        };
+        kest::identity::AutoDetector::with_lookup(env).detect()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(detection.provider.kind(), "spiffe");
+    assert_eq!(detection.provider.workload_id(), id);
+    assert_eq!(detection.provider.algorithm(), "ES256");
+    assert!(detection.reason.contains("SPIFFE_ENDPOINT_SOCKET"), "{}", detection.reason);
+    let facts: Vec<String> = detection.provider.describe().into_iter().map(|(k, _)| k).collect();
+    assert!(facts.contains(&"workload_api".to_owned()), "{facts:?}");
+    // The detected identity signs a hooked call; the passport verifies with
+    // the SVID's key.
+    let provider: Arc<dyn IdentityProvider> = Arc::from(detection.provider);
+    let public = provider.public_key().unwrap();
+    let hooked = tokio::task::spawn_blocking(move || {
+        let kest = Arc::new(
+            Kest::builder()
+                .identity(provider)
+                .engine(Arc::new(MockPolicyEngine::allow_all()))
+                .build()
+                .unwrap(),
+        );
+        let hook = Verified::builder("auto_step").policy("allow").source_type("system").build().unwrap();
+        let flow = Lineage::new();
+        flow.enter(|| hook.call(CallContext::new().runtime(&kest), || Ok::<_, std::io::Error>(()))).unwrap();
+        flow.passport().to_json()
+    })
+    .await
+    .unwrap();
+    let mut keys = kest_core::KeySet::new();
+    keys.insert(id, public).unwrap();
+    Verifier::new(keys).semantic(true).verify_json(&hooked).unwrap();
+}

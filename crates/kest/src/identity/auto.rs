@@ -13,6 +13,9 @@ pub const SPIFFE_ENDPOINT_SOCKET_ENV: &str = "SPIFFE_ENDPOINT_SOCKET";
 pub const AWS_BEDROCK_AGENT_ID_ENV: &str = "AWS_BEDROCK_AGENT_ID";
 /// The KMS key an AWS workload signs with.
 pub const KEST_AWS_KMS_KEY_ID_ENV: &str = "KEST_AWS_KMS_KEY_ID";
+/// How long the auto-detector waits for the first X509-SVID.
+#[cfg(feature = "spiffe")]
+const SPIFFE_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// AWS region variables; either marks an AWS environment.
 pub const AWS_REGION_ENVS: [&str; 2] = ["AWS_REGION", "AWS_DEFAULT_REGION"];
 
@@ -55,10 +58,12 @@ fn std_env(name: &str) -> Option<String> {
 /// use std::collections::HashMap;
 /// use kest::identity::{AutoDetector, IdentityError};
 ///
-/// let env = HashMap::from([("SPIFFE_ENDPOINT_SOCKET", "unix:///run/spire/agent.sock")]);
+/// // A SPIFFE socket wins; with no agent there (or without the `spiffe`
+/// // feature) that is an error, never a fallback to a weaker identity.
+/// let env = HashMap::from([("SPIFFE_ENDPOINT_SOCKET", "unix:///nonexistent/agent.sock")]);
 /// let detector = AutoDetector::with_lookup(|name: &str| env.get(name).map(|v| v.to_string()));
-/// let err = detector.detect().unwrap_err();
-/// assert!(matches!(err, IdentityError::NotCompiledIn { feature: "spiffe", .. }));
+/// let err: IdentityError = detector.detect().unwrap_err();
+/// println!("{err}");
 ///
 /// let detection = AutoDetector::with_lookup(|_: &str| None).detect().unwrap();
 /// assert_eq!(detection.provider.kind(), "local");
@@ -97,12 +102,8 @@ impl<F: Fn(&str) -> Option<String>> AutoDetector<F> {
 
     /// Detects the identity (see the type's documentation for the order).
     pub fn detect(&self) -> Result<Detection, IdentityError> {
-        if self.is_set(SPIFFE_ENDPOINT_SOCKET_ENV) {
-            return Err(IdentityError::NotCompiledIn {
-                backend: "SPIFFE",
-                reason: format!("{SPIFFE_ENDPOINT_SOCKET_ENV} is set"),
-                feature: "spiffe",
-            });
+        if let Some(socket) = self.get(SPIFFE_ENDPOINT_SOCKET_ENV) {
+            return self.spiffe(&socket);
         }
         if self.is_set(AWS_BEDROCK_AGENT_ID_ENV) {
             return self.bedrock(format!("{AWS_BEDROCK_AGENT_ID_ENV} is set"));
@@ -135,6 +136,27 @@ impl<F: Fn(&str) -> Option<String>> AutoDetector<F> {
 }
 
 impl<F: Fn(&str) -> Option<String>> AutoDetector<F> {
+    #[cfg(feature = "spiffe")]
+    fn spiffe(&self, socket: &str) -> Result<Detection, IdentityError> {
+        let provider = super::spiffe::WorkloadApiIdentity::connect(socket, SPIFFE_CONNECT_TIMEOUT)?;
+        Ok(Detection {
+            reason: format!(
+                "{SPIFFE_ENDPOINT_SOCKET_ENV} is set: X509-SVID from the SPIFFE Workload API, workload id = its \
+                 SPIFFE ID, rotated from the stream"
+            ),
+            provider: Box::new(provider),
+        })
+    }
+
+    #[cfg(not(feature = "spiffe"))]
+    fn spiffe(&self, _socket: &str) -> Result<Detection, IdentityError> {
+        Err(IdentityError::NotCompiledIn {
+            backend: "SPIFFE",
+            reason: format!("{SPIFFE_ENDPOINT_SOCKET_ENV} is set"),
+            feature: "spiffe",
+        })
+    }
+
     #[cfg(feature = "aws")]
     fn aws_settings(&self) -> crate::aws::AwsSettings {
         crate::aws::AwsSettings::from_lookup(|n| self.get(n))

@@ -23,7 +23,9 @@ pub use local::{DEFAULT_LOCAL_WORKLOAD_ID, LocalEd25519Provider};
 pub use mock::{DEFAULT_MOCK_WORKLOAD_ID, MOCK_ALGORITHM, MockIdentityProvider};
 pub use oidc::{OIDC_SIGNING_KEY_ENV, OIDC_TOKEN_PATH_ENV, OIDCIdentity, OidcSigningKey};
 #[cfg(feature = "spiffe")]
-pub use spiffe::{SpiffeBundleResolver, SpiffeError, SpiffeIdentity, WorkloadApiError, X509Svid};
+pub use spiffe::{
+    SpiffeBundleResolver, SpiffeError, SpiffeIdentity, WorkloadApiError, WorkloadApiIdentity, X509Svid,
+};
 pub use static_identity::StaticIdentity;
 
 /// A workload identity that can sign passport entries.
@@ -79,6 +81,10 @@ pub enum IdentityError {
         /// What is wrong.
         reason: String,
     },
+    /// No usable X509-SVID from the SPIFFE Workload API.
+    #[cfg(feature = "spiffe")]
+    #[error("SPIFFE Workload API: {0}")]
+    Spiffe(#[from] spiffe::WorkloadApiError),
     /// An AWS identity (STS, KMS) could not be established.
     #[cfg(feature = "aws")]
     #[error(transparent)]

@@ -308,6 +308,93 @@ impl Signer for SpiffeIdentity {
     }
 }
 
+/// A [`SpiffeIdentity`] fed by the Workload API from a thread of its own
+/// (a current-thread Tokio runtime that keeps the `FetchX509SVID` stream
+/// open), for synchronous callers such as [`AutoDetector`]. The thread
+/// stops once the last handle to the identity is dropped.
+///
+/// [`AutoDetector`]: super::AutoDetector
+#[derive(Debug, Clone)]
+pub struct WorkloadApiIdentity {
+    identity: Arc<SpiffeIdentity>,
+    socket: String,
+}
+
+impl WorkloadApiIdentity {
+    /// Connects to `socket` (`unix:///path` or a path) and waits at most
+    /// `timeout` for a usable X509-SVID.
+    pub fn connect(
+        socket: &str,
+        timeout: std::time::Duration,
+    ) -> Result<WorkloadApiIdentity, WorkloadApiError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| WorkloadApiError::Connect { socket: socket.to_owned(), reason: e.to_string() })?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let target = socket.to_owned();
+        std::thread::Builder::new()
+            .name("kest-spiffe".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let identity = match SpiffeIdentity::from_workload_api(&target, timeout).await {
+                        Ok(identity) => identity,
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let weak = Arc::downgrade(&identity);
+                    let _ = tx.send(Ok(identity));
+                    // Keep the runtime (and the stream task on it) alive while
+                    // the identity is used.
+                    while weak.strong_count() > 0 {
+                        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    }
+                });
+            })
+            .map_err(|e| WorkloadApiError::Connect { socket: socket.to_owned(), reason: e.to_string() })?;
+        let identity = rx
+            .recv_timeout(timeout + std::time::Duration::from_secs(1))
+            .map_err(|_| WorkloadApiError::Stream("no X509-SVID before the timeout".into()))??;
+        Ok(WorkloadApiIdentity { identity, socket: socket.to_owned() })
+    }
+
+    /// The identity (rotated in place by the stream).
+    pub fn identity(&self) -> &Arc<SpiffeIdentity> {
+        &self.identity
+    }
+}
+
+impl Signer for WorkloadApiIdentity {
+    fn principal(&self) -> &str {
+        self.identity.principal()
+    }
+    fn algorithm(&self) -> &'static str {
+        self.identity.algorithm()
+    }
+    fn sign(&self, signing_input: &[u8]) -> Result<Vec<u8>, SignError> {
+        self.identity.sign(signing_input)
+    }
+    fn public_key(&self) -> Option<PublicKey> {
+        self.identity.public_key()
+    }
+}
+
+impl IdentityProvider for WorkloadApiIdentity {
+    fn kind(&self) -> &'static str {
+        "spiffe"
+    }
+    fn describe(&self) -> Vec<(String, String)> {
+        let mut facts = self.identity.describe();
+        facts.push(("workload_api".to_owned(), self.socket.clone()));
+        facts
+    }
+    fn ready(&self) -> Result<(), SignError> {
+        self.identity.ready()
+    }
+}
+
 impl IdentityProvider for SpiffeIdentity {
     fn kind(&self) -> &'static str {
         "spiffe"

@@ -23,6 +23,10 @@ pub struct JwksArgs {
     /// GetCallerIdentity, the workload id an AWS workload signs as).
     #[arg(long, value_name = "PRINCIPAL", requires = "from_kms")]
     pub principal: Option<String>,
+    /// A SPIFFE Workload API socket (`unix:///path` or a path): the public key of the X509-SVID it
+    /// serves, kid = its SPIFFE ID. Needs the `spiffe` feature.
+    #[arg(long = "from-spiffe", value_name = "SOCKET")]
+    pub from_spiffe: Option<String>,
     /// Key files: private JWKs (from `kest keygen`), public JWKs or JWKS documents.
     #[arg(value_name = "KEYFILE")]
     pub files: Vec<PathBuf>,
@@ -30,8 +34,8 @@ pub struct JwksArgs {
 
 /// Runs `kest jwks`.
 pub fn run(args: &JwksArgs) -> Result<Exit, CliError> {
-    if args.files.is_empty() && args.pem.is_empty() && args.from_kms.is_empty() {
-        return Err(CliError("give at least one key file (or --pem, --from-kms)".into()));
+    if args.files.is_empty() && args.pem.is_empty() && args.from_kms.is_empty() && args.from_spiffe.is_none() {
+        return Err(CliError("give at least one key file (or --pem, --from-kms, --from-spiffe)".into()));
     }
     let mut keys: KeySet = load_keys(&args.files)?;
     for spec in &args.pem {
@@ -45,9 +49,12 @@ pub fn run(args: &JwksArgs) -> Result<Exit, CliError> {
         keys.extend(one).map_err(CliError::from_display)?;
     }
     let mut jwks = keys.to_jwks();
-    let kms = kms_keys(&args.from_kms, args.principal.as_deref())?;
+    let mut extra = kms_keys(&args.from_kms, args.principal.as_deref())?;
+    if let Some(socket) = &args.from_spiffe {
+        extra.push(spiffe_key(socket)?);
+    }
     if let Some(list) = jwks.get_mut("keys").and_then(serde_json::Value::as_array_mut) {
-        list.extend(kms);
+        list.extend(extra);
     }
     println!("{}", serde_json::to_string_pretty(&jwks).map_err(CliError::from_display)?);
     Ok(Exit::Ok)
@@ -76,4 +83,21 @@ fn kms_keys(ids: &[String], _principal: Option<&str>) -> Result<Vec<serde_json::
     } else {
         Err(CliError("--from-kms needs the `aws` feature (cargo install kest-cli --features aws)".into()))
     }
+}
+
+/// The JWK of the X509-SVID the Workload API at `socket` serves.
+#[cfg(feature = "spiffe")]
+fn spiffe_key(socket: &str) -> Result<serde_json::Value, CliError> {
+    use kest::core::Signer as _;
+    let identity = kest::identity::WorkloadApiIdentity::connect(socket, std::time::Duration::from_secs(5))
+        .map_err(|e| CliError(format!("--from-spiffe: {e}")))?;
+    let key = identity
+        .public_key()
+        .ok_or_else(|| CliError("--from-spiffe: the SVID has no usable public key".into()))?;
+    Ok(key.to_jwk(identity.principal()))
+}
+
+#[cfg(not(feature = "spiffe"))]
+fn spiffe_key(_socket: &str) -> Result<serde_json::Value, CliError> {
+    Err(CliError("--from-spiffe needs the `spiffe` feature (cargo install kest-cli --features spiffe)".into()))
 }

@@ -40,6 +40,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<engine::RegoEngine>()?;
     m.add_class::<engine::CedarEngine>()?;
     m.add_class::<engine::RoutedEngine>()?;
+    m.add_class::<engine::OpaEngine>()?;
+    m.add_class::<engine::CedarAgentEngine>()?;
+    m.add_class::<baggage::RedisCache>()?;
     m.add_class::<passport::Passport>()?;
     m.add_class::<passport::PassportVerifier>()?;
     m.add_class::<flow::Flow>()?;

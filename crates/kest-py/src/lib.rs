@@ -19,6 +19,11 @@
 
 use pyo3::prelude::*;
 
+/// The Rust side's allocator (Python keeps its own): per-thread heaps, no
+/// lock shared by the threads that sign at the same time.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod baggage;
 mod config;
 mod convert;

@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
+import os
 import threading
 from asyncio import CancelledError
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
@@ -46,6 +47,7 @@ from kest_rs._errors import (
     UnrecordedError,
     VerificationError,
 )
+from kest_rs import _native
 from kest_rs._native import (
     RUNTIME_VERSION,
     AsyncCall,
@@ -80,6 +82,14 @@ except ImportError:  # pragma: no cover
     from asyncio import current_task as _current_task  # type: ignore[no-redef]
 
 __version__ = RUNTIME_VERSION
+
+# Entry and claim-check ids come from a thread-local CSPRNG in Rust, which
+# is not reseeded on fork by itself: a forked child (multiprocessing,
+# pre-forking servers) reseeds it so it never repeats its parent's ids.
+# Create remote engines and Redis caches after forking: their I/O threads
+# do not survive a fork.
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_native._reseed_after_fork)
 
 F = TypeVar("F", bound=Callable[..., Any])
 

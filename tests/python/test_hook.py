@@ -349,3 +349,33 @@ def test_verifier_rejects_tampering_with_a_kind(identity, verifier):
     with pytest.raises(kest_rs.VerificationError) as info:
         kest_rs.Passport.from_json('{"not": "a list"}')
     assert info.value.kind == "malformed_passport"
+
+
+def test_forked_child_never_repeats_the_parents_ids(verifier):
+    """Entry ids come from a thread-local CSPRNG that kest_rs reseeds in a
+    forked child (rand does not): parent and child draw different ids."""
+    import os
+
+    @kest_rs.kest_verified(policy="allow")
+    def root():
+        return 1
+
+    def entry_id():
+        with kest_rs.Flow() as flow:
+            root()
+        return verifier.verify(flow.passport()).payloads()[0]["entry_id"]
+
+    entry_id()  # the parent's generator is in use before the fork
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.write(write, entry_id().encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    mine = entry_id()
+    theirs = os.read(read, 100).decode()
+    os.waitpid(pid, 0)
+    assert theirs and theirs != mine
+    assert theirs[14:] != mine[14:]

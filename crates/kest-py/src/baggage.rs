@@ -5,11 +5,11 @@
 
 use std::future::Future;
 use std::pin::pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
-use kest::cache::{CacheProvider, MemoryCache as RsMemoryCache};
+use kest::cache::{CacheProvider, MemoryCache as RsMemoryCache, RedisCache as RsRedisCache};
 use kest::propagation::Propagator as RsPropagator;
 use kest_core::baggage::Baggage;
 use kest_core::ingress::IngressRules;
@@ -36,6 +36,88 @@ impl MemoryCache {
 
     fn __len__(&self) -> usize {
         self.inner.len()
+    }
+}
+
+/// The process's Tokio runtime for Redis (its connection's I/O and timers
+/// run there; callers block on it with the GIL released). One worker
+/// thread: Redis calls are short and multiplexed on one connection.
+fn runtime() -> PyResult<&'static tokio::runtime::Runtime> {
+    static RUNTIME: OnceLock<Result<tokio::runtime::Runtime, String>> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("kest-rs-redis")
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| errors::config(format!("cannot start the Redis runtime: {e}")))
+}
+
+/// A claim-check cache on a Redis server (`SET key value PX ttl`, `GET`,
+/// `DEL`): the shared cache of a distributed deployment. `url` is
+/// `redis://[:password@]host:port[/db]`; connecting happens here and fails
+/// with `BaggageError(kind="cache_unavailable")` when the server cannot be
+/// reached (with `lazy=True` the first use fails instead). Every operation
+/// is bounded by `connection_timeout` + `command_timeout` (seconds,
+/// default 1 each); a server that is down or slow is an error at the call
+/// that needs it, never a silent miss.
+#[pyclass(frozen, module = "kest_rs")]
+#[derive(Debug, Clone)]
+pub struct RedisCache {
+    inner: Arc<RsRedisCache>,
+}
+
+#[pymethods]
+impl RedisCache {
+    #[new]
+    #[pyo3(signature = (url, *, connection_timeout = None, command_timeout = None, lazy = false))]
+    fn new(
+        py: Python<'_>,
+        url: String,
+        connection_timeout: Option<f64>,
+        command_timeout: Option<f64>,
+        lazy: bool,
+    ) -> PyResult<RedisCache> {
+        let secs = |v: f64| {
+            Duration::try_from_secs_f64(v)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| errors::config("timeouts must be positive numbers of seconds"))
+        };
+        let mut b = RsRedisCache::builder(url);
+        if let Some(t) = connection_timeout {
+            b = b.connection_timeout(secs(t)?);
+        }
+        if let Some(t) = command_timeout {
+            b = b.command_timeout(secs(t)?);
+        }
+        let rt = runtime()?;
+        let cache = py.detach(|| {
+            if lazy {
+                let _entered = rt.enter();
+                b.connect_lazy()
+            } else {
+                rt.block_on(b.connect())
+            }
+        });
+        let cache = cache.map_err(|e| {
+            errors::from_propagation(&kest::propagation::PropagationError::CacheUnavailable(e))
+        })?;
+        Ok(RedisCache { inner: Arc::new(cache) })
+    }
+
+    /// The server's URL without credentials.
+    #[getter]
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn __repr__(&self) -> String {
+        format!("<RedisCache {}>", self.inner.name())
     }
 }
 
@@ -66,13 +148,28 @@ fn block_on<F: Future>(future: F) -> F::Output {
 #[derive(Debug)]
 pub struct Propagator {
     inner: RsPropagator,
+    /// Whether the cache needs the Tokio runtime (Redis).
+    on_runtime: bool,
+}
+
+impl Propagator {
+    /// Runs a propagation future: on the Tokio runtime for Redis, on this
+    /// thread otherwise (the in-memory cache never waits).
+    fn run<F: Future>(&self, future: F) -> F::Output {
+        match self.on_runtime.then(runtime) {
+            Some(Ok(rt)) => rt.block_on(future),
+            // The runtime exists: a Propagator with Redis was built with it.
+            Some(Err(_)) | None => block_on(future),
+        }
+    }
 }
 
 #[pymethods]
 impl Propagator {
     /// `threshold`: largest inline / compressed value in bytes (default
-    /// 4096); `cache`: where oversized passports go (claim checks; none:
-    /// an oversized passport is an error); `claim_ttl`: seconds;
+    /// 4096); `cache`: where oversized passports go (a `MemoryCache` or a
+    /// `RedisCache`; claim checks; none: an oversized passport is an
+    /// error); `claim_ttl`: seconds;
     /// `allow_tip_subset`: accept a `kest.chain_tip` naming a subset of
     /// the tips (the reference writes only the last); `max_age`: seconds
     /// (None turns the age rule off).
@@ -80,7 +177,7 @@ impl Propagator {
     #[pyo3(signature = (*, threshold = None, cache = None, claim_ttl = None, allow_tip_subset = false, max_age = Some(300.0), forward_jwt = false))]
     fn new(
         threshold: Option<usize>,
-        cache: Option<&MemoryCache>,
+        cache: Option<&Bound<'_, PyAny>>,
         claim_ttl: Option<f64>,
         allow_tip_subset: bool,
         max_age: Option<f64>,
@@ -93,8 +190,16 @@ impl Propagator {
         if let Some(t) = threshold {
             b = b.threshold(t);
         }
+        let mut on_runtime = false;
         if let Some(c) = cache {
-            let c: Arc<dyn CacheProvider> = c.inner.clone();
+            let c: Arc<dyn CacheProvider> = if let Ok(m) = c.cast::<MemoryCache>() {
+                m.get().inner.clone()
+            } else if let Ok(r) = c.cast::<RedisCache>() {
+                on_runtime = true;
+                r.get().inner.clone()
+            } else {
+                return Err(errors::config("cache must be a MemoryCache or a RedisCache"));
+            };
             b = b.cache(c);
         }
         if let Some(t) = claim_ttl {
@@ -106,7 +211,7 @@ impl Propagator {
             ..IngressRules::default()
         };
         b = b.ingress(rules);
-        Ok(Propagator { inner: b.build() })
+        Ok(Propagator { inner: b.build(), on_runtime })
     }
 
     /// Writes `flow` into `baggage` (an existing header whose other
@@ -116,7 +221,7 @@ impl Propagator {
         let lineage = flow.lineage.clone();
         py.detach(|| {
             let mut b = self.inner.parse_header(baggage)?;
-            block_on(self.inner.inject(&lineage, &mut b))?;
+            self.run(self.inner.inject(&lineage, &mut b))?;
             b.to_header().map_err(kest::propagation::PropagationError::from)
         })
         .map_err(|e| errors::from_propagation(&e))
@@ -137,7 +242,7 @@ impl Propagator {
         let v = Arc::clone(&verifier.inner);
         py.detach(|| {
             let b = self.inner.parse_header(baggage)?;
-            let extracted = block_on(self.inner.extract_from_peer(&b, &v, peer))?;
+            let extracted = self.run(self.inner.extract_from_peer(&b, &v, peer))?;
             extracted.into_lineage()
         })
         .map(|lineage| Flow { lineage })

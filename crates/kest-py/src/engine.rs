@@ -4,6 +4,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use kest::policy::cedar::CedarEngine as RsCedarEngine;
+use kest::policy::cedar_agent::CedarAgentEngine as RsCedarAgentEngine;
+use kest::policy::opa::OpaEngine as RsOpaEngine;
 use kest::policy::rego::RegoEngine as RsRegoEngine;
 use kest::policy::{Decision, PolicyEngine, PolicyError, PolicyInput};
 use pyo3::prelude::*;
@@ -198,5 +200,97 @@ impl RoutedEngine {
             routed = routed.route(prefix, Arc::clone(&engine.get().inner));
         }
         Ok((RoutedEngine, Engine { inner: Arc::new(routed) }))
+    }
+}
+
+/// Seconds (a Python float) as a timeout.
+fn timeout_of(seconds: Option<f64>) -> PyResult<Option<std::time::Duration>> {
+    seconds
+        .map(|s| {
+            std::time::Duration::try_from_secs_f64(s)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| errors::config("timeout must be a positive number of seconds"))
+        })
+        .transpose()
+}
+
+/// Rego policies on a remote Open Policy Agent server (its Data API:
+/// `POST {url}/v1/data/<policy path>?strict-builtin-errors=true` with
+/// `{"input": <context>}`). Allows only when the answer's `result` (or
+/// `result.allow`, or the value at `decision_path`) is exactly `true`; an
+/// undefined decision, an evaluation error, an unreachable server, a
+/// timeout (default 1 s) or any other answer is an error, so the protected
+/// function does not run. Plain `http` only to loopback unless
+/// `danger_allow_insecure_http=True`.
+#[pyclass(extends = Engine, frozen, module = "kest_rs")]
+#[derive(Debug)]
+pub struct OpaEngine;
+
+#[pymethods]
+impl OpaEngine {
+    #[new]
+    #[pyo3(signature = (url, *, timeout = None, decision_path = None, bearer_token = None, name = None, danger_allow_insecure_http = false))]
+    fn new(
+        url: String,
+        timeout: Option<f64>,
+        decision_path: Option<String>,
+        bearer_token: Option<String>,
+        name: Option<String>,
+        danger_allow_insecure_http: bool,
+    ) -> PyResult<(Self, Engine)> {
+        let mut b = RsOpaEngine::builder(url).danger_allow_insecure_http(danger_allow_insecure_http);
+        if let Some(t) = timeout_of(timeout)? {
+            b = b.timeout(t);
+        }
+        if let Some(p) = decision_path {
+            b = b.decision_path(p);
+        }
+        if let Some(t) = bearer_token {
+            b = b.bearer_token(t);
+        }
+        if let Some(n) = name {
+            b = b.named(n);
+        }
+        let engine = b.build().map_err(|e| errors::config(e.to_string()))?;
+        Ok((OpaEngine, Engine { inner: Arc::new(engine) }))
+    }
+}
+
+/// Cedar policies on a remote Cedar Agent (`POST {url}/v1/is_authorized`;
+/// the action is the policy name, so each policy loaded into the agent
+/// must constrain its action). Allows only on `"decision": "Allow"`
+/// without diagnostics errors; a diagnostics error, an unreachable agent,
+/// a timeout (default 1 s), a refused token or any other answer is an
+/// error, so the protected function does not run. `authorization` is the
+/// agent's `--authentication` token. Plain `http` only to loopback unless
+/// `danger_allow_insecure_http=True`.
+#[pyclass(extends = Engine, frozen, module = "kest_rs")]
+#[derive(Debug)]
+pub struct CedarAgentEngine;
+
+#[pymethods]
+impl CedarAgentEngine {
+    #[new]
+    #[pyo3(signature = (url, *, timeout = None, authorization = None, name = None, danger_allow_insecure_http = false))]
+    fn new(
+        url: String,
+        timeout: Option<f64>,
+        authorization: Option<String>,
+        name: Option<String>,
+        danger_allow_insecure_http: bool,
+    ) -> PyResult<(Self, Engine)> {
+        let mut b = RsCedarAgentEngine::builder(url).danger_allow_insecure_http(danger_allow_insecure_http);
+        if let Some(t) = timeout_of(timeout)? {
+            b = b.timeout(t);
+        }
+        if let Some(t) = authorization {
+            b = b.authorization(t);
+        }
+        if let Some(n) = name {
+            b = b.named(n);
+        }
+        let engine = b.build().map_err(|e| errors::config(e.to_string()))?;
+        Ok((CedarAgentEngine, Engine { inner: Arc::new(engine) }))
     }
 }

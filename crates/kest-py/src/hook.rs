@@ -26,9 +26,10 @@ use kest::policy::PolicyEngine;
 use kest::{HookError, Lineage};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
+use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
-use crate::convert::to_json_object;
+use crate::convert::{to_json, to_json_object};
 use crate::engine::Engine;
 use crate::errors;
 use crate::flow::Flow;
@@ -54,6 +55,43 @@ pub struct Hook {
 /// re-raised there unchanged).
 #[derive(Debug)]
 pub struct OperationFailed;
+
+/// The JSON form of a protected function's return value, hashed into the
+/// entry's `content_hash` (RFC 8785, SHA-256, as the Rust hook's
+/// `hash_output`) when the hook hashes outputs: `None` when it does not,
+/// `Some(Err(why))` for a value that is not JSON (the call is then recorded
+/// as failed and the value withheld, as in Rust).
+#[derive(Debug, Default)]
+pub struct Output(Option<Result<Value, String>>);
+
+impl Output {
+    /// The JSON form of `value` when `on`, converted with the GIL held.
+    fn of(on: bool, value: &Bound<'_, PyAny>) -> Output {
+        Output(on.then(|| to_json(value).map_err(|e| e.to_string())))
+    }
+}
+
+impl Serialize for Output {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match &self.0 {
+            Some(Ok(value)) => value.serialize(serializer),
+            Some(Err(why)) => Err(serde::ser::Error::custom(why)),
+            None => serializer.serialize_unit(),
+        }
+    }
+}
+
+/// A sync call's return value with its JSON form.
+struct Returned {
+    value: Py<PyAny>,
+    output: Output,
+}
+
+impl Serialize for Returned {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.output.serialize(serializer)
+    }
+}
 
 impl Hook {
     fn context(&self, attributes: Option<Map<String, Value>>, persisted: Vec<String>) -> CallContext {
@@ -105,7 +143,7 @@ impl Hook {
     /// Validates the hook: at least one policy, taint removal only by a
     /// sanitizer or with an override, an override in 0..=100.
     #[new]
-    #[pyo3(signature = (operation, policies, *, source_type = None, added_taints = Vec::new(), removed_taints = Vec::new(), trust_override = None, classification = "system", action = None, scope_name = None, user = None, agent = None, task = None, resource_id = None, resource_attr = None, identity = None, engine = None))]
+    #[pyo3(signature = (operation, policies, *, source_type = None, added_taints = Vec::new(), removed_taints = Vec::new(), trust_override = None, classification = "system", action = None, scope_name = None, user = None, agent = None, task = None, resource_id = None, resource_attr = None, identity = None, engine = None, hash_output = false))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         operation: String,
@@ -124,9 +162,11 @@ impl Hook {
         resource_attr: Option<&Bound<'_, PyAny>>,
         identity: Option<&Bound<'_, Identity>>,
         engine: Option<&Bound<'_, Engine>>,
+        hash_output: bool,
     ) -> PyResult<Hook> {
         let mut b = Verified::builder(operation)
             .policies(policies)
+            .hash_output(hash_output)
             .classification(parse_classification(classification)?);
         if let Some(s) = source_type {
             b = b.source_type(s);
@@ -165,10 +205,20 @@ impl Hook {
         self.verified.operation()
     }
 
+    /// Whether the entry records the hash of the return value
+    /// (`content_hash`).
+    #[getter]
+    fn hash_output(&self) -> bool {
+        self.verified.hashes_output()
+    }
+
     /// Runs `func(*args, **kwargs)` under the hook in `flow`: policies
     /// (GIL released), the function (GIL held), the signed entry (GIL
     /// released). A denial raises `PolicyDeniedError` and `func` never
     /// runs; an exception from `func` is recorded and re-raised unchanged.
+    /// With `hash_output`, the return value's JSON form is hashed into
+    /// `content_hash`; a value that is not JSON is recorded as failed and
+    /// raises `KestError(kind="hash")` instead of being returned.
     #[pyo3(signature = (flow, func, args, kwargs = None, attributes = None, persisted = Vec::new()))]
     #[allow(clippy::too_many_arguments)]
     #[expect(
@@ -188,6 +238,21 @@ impl Hook {
         let ctx = self.context(attributes_of(attributes)?, persisted);
         let lineage = flow.lineage.clone();
         let verified = &self.verified;
+        if verified.hashes_output() {
+            let result = py.detach(|| {
+                lineage.enter(|| {
+                    verified.call_hashed(ctx, || {
+                        Python::attach(|py| {
+                            let value =
+                                func.bind(py).call(args.bind(py), kwargs.as_ref().map(|k| k.bind(py)))?;
+                            let output = Output::of(true, &value);
+                            Ok(Returned { value: value.unbind(), output })
+                        })
+                    })
+                })
+            });
+            return outcome(result).map(|r| r.value);
+        }
         let result = py.detach(|| {
             lineage.enter(|| {
                 verified.call(ctx, || {
@@ -218,8 +283,10 @@ impl Hook {
         let verified = self.verified.clone();
         let op = OperationSlot(Arc::clone(&slot));
         let lineage: Lineage = flow.lineage.clone();
-        let future: CallFuture = Box::pin(lineage.scope(async move { verified.call_async(ctx, op).await }));
-        let call = AsyncCall { state: Mutex::new(Some(future)), slot };
+        let hashes = verified.hashes_output();
+        let future: CallFuture =
+            Box::pin(lineage.scope(async move { verified.call_async_hashed(ctx, op).await }));
+        let call = AsyncCall { state: Mutex::new(Some(future)), slot, hashes };
         match py.detach(|| call.drive(true)) {
             Driven::Started => Ok(call),
             // Ended before the operation started: a refusal.
@@ -232,7 +299,7 @@ impl Hook {
 }
 
 /// The future of one async call.
-type CallFuture = Pin<Box<dyn Future<Output = Result<(), HookError<OperationFailed>>> + Send>>;
+type CallFuture = Pin<Box<dyn Future<Output = Result<Output, HookError<OperationFailed>>> + Send>>;
 
 /// Where Python leaves the outcome of the awaited coroutine.
 #[derive(Debug, Default)]
@@ -243,7 +310,7 @@ struct Slot {
 #[derive(Debug, Default)]
 struct SlotState {
     started: bool,
-    outcome: Option<Result<(), OperationFailed>>,
+    outcome: Option<Result<Output, OperationFailed>>,
     waker: Option<Waker>,
 }
 
@@ -258,7 +325,7 @@ impl Slot {
 struct OperationSlot(Arc<Slot>);
 
 impl Future for OperationSlot {
-    type Output = Result<(), OperationFailed>;
+    type Output = Result<Output, OperationFailed>;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut s = self.0.lock();
         s.started = true;
@@ -296,6 +363,8 @@ enum Driven {
 pub struct AsyncCall {
     state: Mutex<Option<CallFuture>>,
     slot: Arc<Slot>,
+    /// Whether the return value is hashed (`succeeded` converts it).
+    hashes: bool,
 }
 
 impl AsyncCall {
@@ -317,7 +386,7 @@ impl AsyncCall {
             match future.as_mut().poll(&mut cx) {
                 Poll::Ready(result) => {
                     *guard = None;
-                    return Driven::Done(result.map_err(|e| match e {
+                    return Driven::Done(result.map(|_| ()).map_err(|e| match e {
                         HookError::Kest(k) => HookError::Kest(k),
                         HookError::Operation(OperationFailed) => HookError::Operation(placeholder()),
                         HookError::Unrecorded { source, .. } => {
@@ -335,7 +404,7 @@ impl AsyncCall {
         }
     }
 
-    fn complete(&self, py: Python<'_>, outcome_value: Result<(), OperationFailed>) -> Driven {
+    fn complete(&self, py: Python<'_>, outcome_value: Result<Output, OperationFailed>) -> Driven {
         let waker = {
             let mut s = self.slot.lock();
             s.outcome = Some(outcome_value);
@@ -355,11 +424,18 @@ fn placeholder() -> PyErr {
 
 #[pymethods]
 impl AsyncCall {
-    /// The coroutine returned: signs and appends the entry (GIL released).
-    /// Raises `UnrecordedError` if that fails (the result must then be
-    /// withheld).
-    fn succeeded(&self, py: Python<'_>) -> PyResult<()> {
-        match self.complete(py, Ok(())) {
+    /// The coroutine returned `result`: signs and appends the entry (GIL
+    /// released; with `hash_output` the entry records the hash of
+    /// `result`). Raises `UnrecordedError` if that fails, `KestError(kind=
+    /// "hash")` if `result` is not JSON (recorded as failed); the result
+    /// must then be withheld.
+    #[pyo3(signature = (result = None))]
+    fn succeeded(&self, py: Python<'_>, result: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
+        let output = match result {
+            Some(value) => Output::of(self.hashes, value),
+            None => Output::of(self.hashes, &py.None().into_bound(py)),
+        };
+        match self.complete(py, Ok(output)) {
             Driven::Done(r) => outcome(r),
             Driven::Started => Err(errors::config("the call did not finish")),
         }

@@ -19,6 +19,11 @@
 
 use pyo3::prelude::*;
 
+/// The Rust side's allocator (Python keeps its own): per-thread heaps, no
+/// lock shared by the threads that sign at the same time.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod baggage;
 mod config;
 mod convert;
@@ -28,6 +33,18 @@ mod flow;
 mod hook;
 mod identity;
 mod passport;
+
+/// Reseeds this thread's CSPRNG (UUIDs of entries and claim checks come
+/// from rand's thread-local generator) from the operating system. The
+/// package registers it with `os.register_at_fork(after_in_child=...)`:
+/// rand does not reseed on fork, and a child must never repeat its
+/// parent's ids.
+#[pyfunction]
+fn _reseed_after_fork() -> PyResult<()> {
+    rand::rng()
+        .reseed()
+        .map_err(|e| errors::config(format!("cannot reseed the random generator after fork: {e}")))
+}
 
 /// The native module `kest_rs._native`.
 #[pymodule]
@@ -40,6 +57,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<engine::RegoEngine>()?;
     m.add_class::<engine::CedarEngine>()?;
     m.add_class::<engine::RoutedEngine>()?;
+    m.add_class::<engine::OpaEngine>()?;
+    m.add_class::<engine::CedarAgentEngine>()?;
+    m.add_class::<baggage::RedisCache>()?;
     m.add_class::<passport::Passport>()?;
     m.add_class::<passport::PassportVerifier>()?;
     m.add_class::<flow::Flow>()?;
@@ -51,6 +71,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(config::configure, m)?)?;
     m.add_function(wrap_pyfunction!(config::invalidate_policy_cache, m)?)?;
     m.add_function(wrap_pyfunction!(baggage::parse_baggage, m)?)?;
+    m.add_function(wrap_pyfunction!(_reseed_after_fork, m)?)?;
     m.add("RUNTIME_VERSION", kest_core::RUNTIME_VERSION)?;
     Ok(())
 }

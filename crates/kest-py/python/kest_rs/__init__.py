@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import inspect
+import os
 import threading
 from asyncio import CancelledError
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
@@ -46,9 +47,11 @@ from kest_rs._errors import (
     UnrecordedError,
     VerificationError,
 )
+from kest_rs import _native
 from kest_rs._native import (
     RUNTIME_VERSION,
     AsyncCall,
+    CedarAgentEngine,
     CedarEngine,
     Engine,
     Flow as _NativeFlow,
@@ -57,9 +60,11 @@ from kest_rs._native import (
     LocalIdentity,
     MemoryCache,
     MockEngine,
+    OpaEngine,
     Passport,
     PassportVerifier,
     Propagator,
+    RedisCache,
     RegoEngine,
     RoutedEngine,
     StaticIdentity,
@@ -78,6 +83,14 @@ except ImportError:  # pragma: no cover
 
 __version__ = RUNTIME_VERSION
 
+# Entry and claim-check ids come from a thread-local CSPRNG in Rust, which
+# is not reseeded on fork by itself: a forked child (multiprocessing,
+# pre-forking servers) reseeds it so it never repeats its parent's ids.
+# Create remote engines and Redis caches after forking: their I/O threads
+# do not survive a fork.
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_native._reseed_after_fork)
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 # The current flow, with the thread and asyncio task that own it:
@@ -88,9 +101,13 @@ _CURRENT: contextvars.ContextVar[Optional[Tuple[_NativeFlow, int, Any]]] = conte
 )
 
 
+_get_ident = threading.get_ident
+_NOTHING_PERSISTED: List[str] = []
+
+
 def _owner() -> Tuple[int, Any]:
     loop = _get_running_loop()
-    return threading.get_ident(), (_current_task(loop) if loop is not None else None)
+    return _get_ident(), (_current_task(loop) if loop is not None else None)
 
 
 def _flow_for_call() -> Tuple[_NativeFlow, Optional[contextvars.Token]]:
@@ -266,6 +283,7 @@ def kest_verified(
     task: Optional[str] = None,
     resource_id: Optional[str] = None,
     resource_attr: Optional[dict] = None,
+    hash_output: bool = False,
 ) -> Callable[[F], F]:
     """Puts a sync or async function under the verification hook.
 
@@ -278,6 +296,13 @@ def kest_verified(
     reference's name of ``source_type``. Invalid parameters (an empty policy
     list, removing taints without a sanitizer) raise
     :class:`ConfigurationError` when the decorator is applied.
+
+    ``hash_output=True`` records the SHA-256 of the RFC 8785 form of the
+    return value in the entry's ``content_hash`` (as the Rust hook's
+    ``hash_output``; the reference always writes ``""``). The value must be
+    JSON (None, bool, int, float, str, list, tuple, dict with str keys): a
+    value that is not is recorded as a failed execution and the call raises
+    :class:`KestError` (``kind="hash"``) instead of returning it.
     """
     policies = [policy] if isinstance(policy, str) else list(dict.fromkeys(policy))
     if source_type is not None and origin is not None and source_type != origin:
@@ -303,6 +328,7 @@ def kest_verified(
             resource_attr=resource_attr,
             identity=identity,
             engine=engine,
+            hash_output=hash_output,
         )
 
         if inspect.iscoroutinefunction(func):
@@ -321,7 +347,7 @@ def kest_verified(
                     except BaseException as error:
                         call.failed(error)
                         raise
-                    call.succeeded()
+                    call.succeeded(result)
                     return result
                 finally:
                     if token is not None:
@@ -330,12 +356,26 @@ def kest_verified(
             async_wrapper.__kest_hook__ = hook  # type: ignore[attr-defined]
             return async_wrapper  # type: ignore[return-value]
 
+        call = hook.call
+        get_current = _CURRENT.get
+
         @functools.wraps(func)
         def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
-            attributes, persisted = _mapped(func, context_map, args, kwargs) if context_map else (None, [])
-            flow, token = _flow_for_call()
+            if context_map:
+                attributes, persisted = _mapped(func, context_map, args, kwargs)
+            else:
+                attributes, persisted = None, _NOTHING_PERSISTED
+            if get_current() is None:
+                # The common case, kept short: a root call of its own flow.
+                flow = _NativeFlow()
+                loop = _get_running_loop()
+                token = _CURRENT.set(
+                    (flow, _get_ident(), _current_task(loop) if loop is not None else None)
+                )
+            else:
+                flow, token = _flow_for_call()
             try:
-                return hook.call(flow, func, args, kwargs or None, attributes, persisted)
+                return call(flow, func, args, kwargs or None, attributes, persisted)
             finally:
                 if token is not None:
                     _CURRENT.reset(token)
@@ -423,17 +463,121 @@ def extract_asgi(scope: Dict[str, Any], verifier: PassportVerifier, *, propagato
     return extract(",".join(values) if values else None, verifier, propagator=propagator)
 
 
+def httpx_event_hook(*, propagator: Optional[Propagator] = None) -> Callable[[Any], None]:
+    """An httpx request event hook writing the current flow into ``baggage``::
+
+        client = httpx.Client(event_hooks={"request": [kest_rs.httpx_event_hook()]})
+
+    Members of an existing ``baggage`` header that are not Kest's are kept.
+    A request sent outside any flow raises :class:`ConfigurationError`
+    (nothing is sent without lineage). For ``httpx.AsyncClient`` use
+    :func:`httpx_async_event_hook`.
+    """
+
+    def hook(request: Any) -> None:
+        request.headers["baggage"] = inject(request.headers.get("baggage"), propagator=propagator)
+
+    return hook
+
+
+def httpx_async_event_hook(*, propagator: Optional[Propagator] = None) -> Callable[[Any], Any]:
+    """:func:`httpx_event_hook` for ``httpx.AsyncClient``."""
+    sync = httpx_event_hook(propagator=propagator)
+
+    async def hook(request: Any) -> None:
+        sync(request)
+
+    return hook
+
+
+class KestMiddleware:
+    """ASGI middleware (FastAPI, Starlette, any ASGI app): restores the flow
+    carried by the request's ``baggage`` header (inline, compressed or claim
+    check), verifies its passport with ``verifier``, binds it to the
+    request (``kest.chain_tip``, age) and runs the app inside it, so
+    protected calls in the handler extend the caller's passport.
+
+    Fail closed; the app never runs when:
+
+    - the header does not decode, a claim check does not resolve, the
+      passport does not verify or its tips do not match: the
+      :class:`BaggageError`'s ``http_status`` (400, 403, 409/424 …) with a
+      JSON body ``{"error": kind, "message": …}``;
+    - the request carries no passport and ``entry_point`` is not set:
+      403 ``missing_lineage`` (an inner service). With ``entry_point`` (an
+      origin such as ``"user_input"``) such a request starts a new flow
+      whose roots score at most that origin — authenticate callers before
+      this middleware.
+
+    Non-HTTP scopes (``lifespan``) pass through unchanged::
+
+        app = FastAPI()
+        app.add_middleware(kest_rs.KestMiddleware, verifier=verifier)
+    """
+
+    def __init__(
+        self,
+        app: Any,
+        verifier: PassportVerifier,
+        *,
+        propagator: Optional[Propagator] = None,
+        entry_point: Optional[str] = None,
+    ) -> None:
+        self.app = app
+        self.verifier = verifier
+        self.propagator = propagator
+        self.entry_point = entry_point
+
+    async def __call__(self, scope: Dict[str, Any], receive: Any, send: Any) -> None:
+        if scope.get("type") not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        try:
+            flow = extract_asgi(scope, self.verifier, propagator=self.propagator)
+        except BaggageError as error:
+            await _reject(scope, send, error.http_status, error.kind, str(error))
+            return
+        if len(flow) == 0:
+            if self.entry_point is None:
+                await _reject(scope, send, 403, "missing_lineage", "the request carries no passport")
+                return
+            flow = Flow.entry_point(self.entry_point)
+        with flow:
+            await self.app(scope, receive, send)
+
+
+async def _reject(scope: Dict[str, Any], send: Any, status: int, kind: str, message: str) -> None:
+    import json
+
+    if scope.get("type") == "websocket":
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    body = json.dumps({"error": kind, "message": message}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
 # Reference names.
 LocalEd25519Provider = LocalIdentity
 MockPolicyEngine = MockEngine
 RegoLocalEngine = RegoEngine
 CedarLocalEngine = CedarEngine
+OPAPolicyEngine = OpaEngine
+CedarPolicyEngine = CedarAgentEngine
 
 __all__ = [
     "AsyncCall",
     "BaggageError",
+    "CedarAgentEngine",
     "CedarEngine",
     "CedarLocalEngine",
+    "CedarPolicyEngine",
     "ConfigurationError",
     "Engine",
     "Flow",
@@ -441,15 +585,19 @@ __all__ = [
     "Identity",
     "IdentityError",
     "KestError",
+    "KestMiddleware",
     "LocalEd25519Provider",
     "LocalIdentity",
     "MemoryCache",
     "MockEngine",
     "MockPolicyEngine",
+    "OPAPolicyEngine",
+    "OpaEngine",
     "Passport",
     "PassportVerifier",
     "PolicyDeniedError",
     "Propagator",
+    "RedisCache",
     "RegoEngine",
     "RegoLocalEngine",
     "RoutedEngine",
@@ -466,6 +614,8 @@ __all__ = [
     "extract",
     "extract_asgi",
     "inject",
+    "httpx_async_event_hook",
+    "httpx_event_hook",
     "inject_headers",
     "invalidate_policy_cache",
     "kest_verified",

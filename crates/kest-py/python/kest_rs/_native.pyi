@@ -97,6 +97,38 @@ class RoutedEngine(Engine):
 
     def __init__(self, routes: Mapping[str, Engine]) -> None: ...
 
+class OpaEngine(Engine):
+    """Rego policies on a remote OPA server (Data API, ``strict-builtin-errors``).
+    Allows only on exactly ``true``; undefined, errors, timeouts, unreachable
+    servers and other answers deny (the function does not run). Plain http
+    only to loopback unless ``danger_allow_insecure_http``."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: Optional[float] = None,
+        decision_path: Optional[str] = None,
+        bearer_token: Optional[str] = None,
+        name: Optional[str] = None,
+        danger_allow_insecure_http: bool = False,
+    ) -> None: ...
+
+class CedarAgentEngine(Engine):
+    """Cedar policies on a remote Cedar Agent (``/v1/is_authorized``; the
+    action is the policy name). Allows only on ``Allow`` without diagnostics
+    errors; anything else, timeouts and unreachable agents deny."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: Optional[float] = None,
+        authorization: Optional[str] = None,
+        name: Optional[str] = None,
+        danger_allow_insecure_http: bool = False,
+    ) -> None: ...
+
 class Passport:
     """An ordered list of signed entries forming a Merkle DAG.
 
@@ -209,9 +241,13 @@ class Hook:
         resource_attr: Optional[Mapping[str, Any]] = None,
         identity: Optional[Identity] = None,
         engine: Optional[Engine] = None,
+        hash_output: bool = False,
     ) -> None: ...
     @property
     def operation(self) -> str: ...
+    @property
+    def hash_output(self) -> bool:
+        """Whether entries record ``content_hash`` of the return value."""
     def call(
         self,
         flow: Flow,
@@ -228,8 +264,10 @@ class Hook:
 class AsyncCall:
     """An async call whose policies allowed it; finish it exactly once."""
 
-    def succeeded(self) -> None:
-        """Records the entry (raises ``UnrecordedError`` if it cannot)."""
+    def succeeded(self, result: Any = None) -> None:
+        """Records the entry (hashing ``result`` with ``hash_output``); raises
+        ``UnrecordedError`` if it cannot, ``KestError(kind="hash")`` for a
+        result that is not JSON (recorded as failed)."""
     def failed(self, error: BaseException) -> None:
         """Records a ``failed_execution`` entry."""
     def cancelled(self) -> None:
@@ -241,6 +279,23 @@ class MemoryCache:
     def __init__(self) -> None: ...
     def __len__(self) -> int: ...
 
+class RedisCache:
+    """Claim-check cache on a Redis server (``SET PX`` / ``GET`` / ``DEL``);
+    connects at construction (``lazy=True``: at first use). Unreachable or
+    slow: ``BaggageError(kind="cache_unavailable")`` at the call that needs it."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        connection_timeout: Optional[float] = None,
+        command_timeout: Optional[float] = None,
+        lazy: bool = False,
+    ) -> None: ...
+    @property
+    def name(self) -> str:
+        """The URL without credentials."""
+
 class Propagator:
     """Packs flows into ``baggage`` headers and reads them back."""
 
@@ -248,7 +303,7 @@ class Propagator:
         self,
         *,
         threshold: Optional[int] = None,
-        cache: Optional[MemoryCache] = None,
+        cache: Union[MemoryCache, "RedisCache", None] = None,
         claim_ttl: Optional[float] = None,
         allow_tip_subset: bool = False,
         max_age: Optional[float] = 300.0,

@@ -586,10 +586,7 @@ fn the_demo_exports_its_runs_for_kest_audit() {
         let dir = tempfile::tempdir().unwrap();
         let out = kest(dir.path(), &["demo", "--out", "d", "--export", format]);
         assert_eq!(code(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
-        assert!(
-            String::from_utf8_lossy(&out.stdout).contains("kest audit --keys"),
-            "says how to audit"
-        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("kest audit --keys"), "says how to audit");
         let d = dir.path().join("d");
         let out = kest(&d, &["audit", "--keys", "jwks.json", "--format", "json", file]);
         let r = report(&out);

@@ -67,7 +67,8 @@ async fn jwks_from_spiffe_and_whoami() {
 
 #[test]
 fn no_workload_api_is_an_error() {
-    let out = kest(&["jwks", "--from-spiffe", "unix:///nonexistent/agent.sock"], "unix:///nonexistent/agent.sock");
+    let out =
+        kest(&["jwks", "--from-spiffe", "unix:///nonexistent/agent.sock"], "unix:///nonexistent/agent.sock");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--from-spiffe"));
     let out = kest(&["whoami"], "unix:///nonexistent/agent.sock");

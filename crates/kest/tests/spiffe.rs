@@ -30,7 +30,6 @@ const TD: &str = "example.org";
 mod support;
 use support::{Ca, FUTURE, new_ca, response, server, svid};
 
-
 #[test]
 fn p256_and_ed25519_svids_sign_verifiable_entries_through_the_hook() {
     let ca = new_ca("spire-ca");

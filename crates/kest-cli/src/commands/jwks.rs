@@ -34,7 +34,8 @@ pub struct JwksArgs {
 
 /// Runs `kest jwks`.
 pub fn run(args: &JwksArgs) -> Result<Exit, CliError> {
-    if args.files.is_empty() && args.pem.is_empty() && args.from_kms.is_empty() && args.from_spiffe.is_none() {
+    if args.files.is_empty() && args.pem.is_empty() && args.from_kms.is_empty() && args.from_spiffe.is_none()
+    {
         return Err(CliError("give at least one key file (or --pem, --from-kms, --from-spiffe)".into()));
     }
     let mut keys: KeySet = load_keys(&args.files)?;
@@ -99,5 +100,7 @@ fn spiffe_key(socket: &str) -> Result<serde_json::Value, CliError> {
 
 #[cfg(not(feature = "spiffe"))]
 fn spiffe_key(_socket: &str) -> Result<serde_json::Value, CliError> {
-    Err(CliError("--from-spiffe needs the `spiffe` feature (cargo install kest-cli --features spiffe)".into()))
+    Err(CliError(
+        "--from-spiffe needs the `spiffe` feature (cargo install kest-cli --features spiffe)".into(),
+    ))
 }

@@ -4,7 +4,10 @@
 //! Unix socket, streaming whatever the test sends it.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType, SignatureAlgorithm, date_time_ymd};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType, SignatureAlgorithm,
+    date_time_ymd,
+};
 
 /// A CA: its issuer and its certificate (DER).
 pub struct Ca {
@@ -22,7 +25,12 @@ pub fn new_ca(name: &str) -> Ca {
 }
 
 /// An SVID for `id` signed by `ca`: (chain DER, PKCS#8 key DER).
-pub fn svid(ca: &Ca, id: &str, alg: &'static SignatureAlgorithm, not_after: (i32, u8, u8)) -> (Vec<u8>, Vec<u8>) {
+pub fn svid(
+    ca: &Ca,
+    id: &str,
+    alg: &'static SignatureAlgorithm,
+    not_after: (i32, u8, u8),
+) -> (Vec<u8>, Vec<u8>) {
     let key = KeyPair::generate_for(alg).unwrap();
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
     params.distinguished_name.push(DnType::CommonName, "workload");
@@ -133,4 +141,3 @@ pub fn response(
         ..Default::default()
     }
 }
-

@@ -19,16 +19,12 @@ use kest::identity::{IdentityProvider, SpiffeBundleResolver, SpiffeError, Spiffe
 use kest::policy::MockPolicyEngine;
 use kest::{CallContext, HookError, Kest, Lineage, Verified};
 use kest_core::{ErrorKind, Signer as _, Verifier};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType, SignatureAlgorithm,
-    date_time_ymd,
-};
 
 const TD: &str = "example.org";
 
 #[path = "support/spiffe_server.rs"]
 mod support;
-use support::{Ca, FUTURE, new_ca, response, server, svid};
+use support::{FUTURE, new_ca, response, server, svid};
 
 #[test]
 fn p256_and_ed25519_svids_sign_verifiable_entries_through_the_hook() {

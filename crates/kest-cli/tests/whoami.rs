@@ -66,10 +66,17 @@ fn whoami_reports_an_oidc_identity() {
 
 #[test]
 fn whoami_exits_2_naming_the_missing_feature() {
-    let out = whoami(&[("SPIFFE_ENDPOINT_SOCKET", "unix:///run/spire/agent.sock")], &[]);
+    // A SPIFFE socket with no agent behind it: exit 2 naming the missing
+    // feature (or, with the `spiffe` feature, the unreachable Workload
+    // API) — never a fallback to a local key.
+    let out = whoami(&[("SPIFFE_ENDPOINT_SOCKET", "unix:///nonexistent/spire/agent.sock")], &[]);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("SPIFFE") && err.contains("`spiffe` feature"), "{err}");
+    if cfg!(feature = "spiffe") {
+        assert!(err.contains("SPIFFE Workload API") && err.contains("/nonexistent/spire/agent.sock"), "{err}");
+    } else {
+        assert!(err.contains("SPIFFE") && err.contains("`spiffe` feature"), "{err}");
+    }
     assert!(out.stdout.is_empty());
 
     let out = whoami(&[("KEST_OIDC_TOKEN_PATH", "/no/such/token")], &["--format", "json"]);

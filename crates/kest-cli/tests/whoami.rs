@@ -73,7 +73,10 @@ fn whoami_exits_2_naming_the_missing_feature() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     if cfg!(feature = "spiffe") {
-        assert!(err.contains("SPIFFE Workload API") && err.contains("/nonexistent/spire/agent.sock"), "{err}");
+        assert!(
+            err.contains("SPIFFE Workload API") && err.contains("/nonexistent/spire/agent.sock"),
+            "{err}"
+        );
     } else {
         assert!(err.contains("SPIFFE") && err.contains("`spiffe` feature"), "{err}");
     }

@@ -128,6 +128,30 @@ struct Recorded<'a> {
 /// Audits `export`: every trace (or only `trace`), each verified with
 /// `verifier` (which should have semantic checks on).
 pub fn audit(export: &Export, verifier: &Verifier, trace: Option<&str>) -> Audit {
+    let (other_spans, traces) = traces(export, Some(verifier), trace);
+    Audit { spans: export.spans.len(), other_spans, problems: export.problems.clone(), traces }
+}
+
+/// A trace's passport rebuilt from the exports, *not verified* (to draw it;
+/// `kest viz` verifies it itself when given keys), and its refused calls.
+#[derive(Debug)]
+pub struct Rebuilt {
+    /// The entries in topological order.
+    pub passport: UnverifiedPassport,
+    /// Refused calls.
+    pub denials: Vec<Denial>,
+}
+
+/// Rebuilds trace `trace` from `export` without verifying it; `None` when
+/// the export has no Kest span of that trace.
+pub fn rebuild(export: &Export, trace: &str) -> Option<Rebuilt> {
+    let (_, traces) = traces(export, None, Some(trace));
+    traces.into_iter().next().map(|t| Rebuilt { passport: t.rebuilt, denials: t.denials })
+}
+
+/// The Kest traces of `export` (or only `trace`), verified when `verifier`
+/// is given, and the number of spans that are not Kest's.
+fn traces(export: &Export, verifier: Option<&Verifier>, trace: Option<&str>) -> (usize, Vec<TraceAudit>) {
     let mut by_trace: BTreeMap<&str, Vec<&ExportedSpan>> = BTreeMap::new();
     let mut other_spans = 0;
     for span in &export.spans {
@@ -150,13 +174,13 @@ pub fn audit(export: &Export, verifier: &Verifier, trace: Option<&str>) -> Audit
         .filter(|(_, spans)| spans.iter().any(|s| s.is_kest()))
         .map(|(id, spans)| audit_trace(id, &spans, verifier, &recorded_in))
         .collect();
-    Audit { spans: export.spans.len(), other_spans, problems: export.problems.clone(), traces }
+    (other_spans, traces)
 }
 
 fn audit_trace(
     trace_id: &str,
     spans: &[&ExportedSpan],
-    verifier: &Verifier,
+    verifier: Option<&Verifier>,
     recorded_in: &HashMap<String, &str>,
 ) -> TraceAudit {
     let mut findings = Vec::new();
@@ -293,10 +317,9 @@ fn audit_trace(
     let roots = order.iter().filter(|r| r.entry.is_root()).map(|r| r.hash.to_string()).collect();
     let tips =
         order.iter().map(|r| r.hash.to_string()).filter(|h| !named_as_parent.contains(h.as_str())).collect();
-    let (verified, error) = if rebuilt.is_empty() {
-        (None, None)
-    } else {
-        match verifier.verify(&rebuilt) {
+    let (verified, error) = match verifier.filter(|_| !rebuilt.is_empty()) {
+        None => (None, None),
+        Some(verifier) => match verifier.verify(&rebuilt) {
             Ok(p) => (Some(p), None),
             Err(e) => {
                 let at = e.index().and_then(|i| order.get(i));
@@ -311,7 +334,7 @@ fn audit_trace(
                 };
                 (None, Some(error))
             }
-        }
+        },
     };
     TraceAudit {
         trace_id: trace_id.to_owned(),

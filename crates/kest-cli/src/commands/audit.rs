@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use kest_core::Verifier;
 use serde_json::{Value, json};
 
 use super::{Format, load_keys, parse_origins};
@@ -47,23 +46,6 @@ pub struct AuditArgs {
     pub exports: Vec<PathBuf>,
 }
 
-/// The verifier an audit uses: strict, semantic checks always on.
-pub(crate) fn audit_verifier(
-    keys: &[PathBuf],
-    origins: &[String],
-    sanitizers: &[String],
-    strict_origins: bool,
-) -> Result<Verifier, CliError> {
-    let mut verifier = Verifier::new(load_keys(keys)?)
-        .semantic(true)
-        .origins(parse_origins(origins)?)
-        .strict_origins(strict_origins);
-    if !sanitizers.is_empty() {
-        verifier = verifier.sanitizers(sanitizers.iter().cloned());
-    }
-    Ok(verifier)
-}
-
 /// Checks a `--trace` value.
 pub(crate) fn check_trace_id(trace: Option<&str>) -> Result<(), CliError> {
     match trace {
@@ -79,7 +61,10 @@ pub(crate) fn check_trace_id(trace: Option<&str>) -> Result<(), CliError> {
 pub fn run(args: &AuditArgs) -> Result<Exit, CliError> {
     let result = (|| {
         check_trace_id(args.trace.as_deref())?;
-        let verifier = audit_verifier(&args.keys, &args.origins, &args.sanitizers, args.strict_origins)?;
+        // Semantic checks are always on in an audit.
+        let keys = load_keys(&args.keys)?;
+        let verifier =
+            super::verifier(keys, parse_origins(&args.origins)?, &args.sanitizers, args.strict_origins, true);
         let export = export::read(&args.exports)?;
         Ok::<_, CliError>(audit(&export, &verifier, args.trace.as_deref()))
     })();

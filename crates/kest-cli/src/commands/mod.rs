@@ -87,6 +87,20 @@ pub(crate) fn load_keys(paths: &[PathBuf]) -> Result<KeySet, CliError> {
     Ok(keys)
 }
 
+/// The strict verifier of `verify` and `audit`: `keys`, deployment
+/// `origins`, the sanitizer set (when not empty) and strict origins.
+pub(crate) fn verifier(
+    keys: KeySet,
+    origins: OriginMap,
+    sanitizers: &[String],
+    strict_origins: bool,
+    semantic: bool,
+) -> kest_core::Verifier {
+    let verifier =
+        kest_core::Verifier::new(keys).semantic(semantic).origins(origins).strict_origins(strict_origins);
+    if sanitizers.is_empty() { verifier } else { verifier.sanitizers(sanitizers.iter().cloned()) }
+}
+
 /// Parses `NAME=SCORE` deployment origins.
 pub(crate) fn parse_origins(specs: &[String]) -> Result<OriginMap, CliError> {
     let mut origins = OriginMap::default();

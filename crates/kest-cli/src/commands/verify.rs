@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use clap::Args;
 use kest_core::baggage::{KEST_AGENT, KEST_CHAIN_TIP, KEST_TASK, KEST_USER, parse_chain_tip};
 use kest_core::ingress::{Bound, IdentityClaims, IngressRules, bind};
-use kest_core::{EntryHash, ErrorKind, Limits, Passport, Verifier};
+use kest_core::{EntryHash, ErrorKind, Limits, Passport};
 use serde_json::{Value, json};
 
 use super::{
@@ -117,14 +117,8 @@ fn verify(args: &VerifyArgs) -> Result<Verdict, CliError> {
         (text, None)
     };
     let semantic = args.semantic || !args.sanitizers.is_empty() || args.strict_origins;
-    let mut verifier = Verifier::new(keys)
-        .semantic(semantic)
-        .origins(origins)
-        .limits(limits)
-        .strict_origins(args.strict_origins);
-    if !args.sanitizers.is_empty() {
-        verifier = verifier.sanitizers(args.sanitizers.iter().cloned());
-    }
+    let verifier =
+        super::verifier(keys, origins, &args.sanitizers, args.strict_origins, semantic).limits(limits);
     let passport = match verifier.verify_json(&passport_json) {
         Ok(p) => p,
         Err(e) => {

@@ -9,7 +9,7 @@ use kest_core::{Limits, UnverifiedPassport, Verifier};
 
 use super::audit::check_trace_id;
 use super::load_keys;
-use crate::audit::audit;
+use crate::audit::rebuild;
 use crate::export;
 use crate::input::read_input;
 use crate::render::count;
@@ -77,9 +77,7 @@ fn passport_json(
         // Drawing needs no verdict on completeness; the keys, when given,
         // verify the rebuilt passport below exactly as for a file.
         let export = export::read(&args.input)?;
-        let verifier = kest_core::Verifier::new(kest_core::KeySet::new());
-        let report = audit(&export, &verifier, Some(trace));
-        let Some(t) = report.traces.first() else {
+        let Some(t) = rebuild(&export, trace) else {
             return Ok(Err(format!("no Kest span of trace {trace} in the exports [trace_not_found]")));
         };
         let refused = t.denials.first().map(|d| Refused {
@@ -90,7 +88,7 @@ fn passport_json(
                 _ => d.message.clone(),
             },
         });
-        return Ok(Ok((t.rebuilt.to_json(), refused)));
+        return Ok(Ok((t.passport.to_json(), refused)));
     }
     let [input] = args.input.as_slice() else {
         return Err(CliError("one passport at a time (several inputs need --trace)".to_owned()));

@@ -8,6 +8,7 @@ use std::fs::File;
 use std::io::{BufRead as _, BufReader, Read as _};
 use std::path::Path;
 
+use kest_core::encoding::hex_lower;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use opentelemetry_proto::tonic::trace::v1::Span;
@@ -107,8 +108,8 @@ fn convert(
     service: Option<String>,
     scope: Option<String>,
 ) -> Result<ExportedSpan, String> {
-    let trace_id = hex(&span.trace_id);
-    let span_id = hex(&span.span_id);
+    let trace_id = hex_lower(&span.trace_id);
+    let span_id = hex_lower(&span.span_id);
     if !is_hex_id(&trace_id, 32) {
         return Err(format!("span `{}` has no valid trace id", span.name));
     }
@@ -135,14 +136,6 @@ fn convert(
         status_code: span.status.as_ref().map_or(0, |s| s.code),
         status_message: span.status.as_ref().map(|s| s.message.clone()).filter(|m| !m.is_empty()),
         kest,
-    })
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
     })
 }
 

@@ -6,12 +6,14 @@
 //! The fixture is the one of `benches/hook.rs` (mock engine, warm decision
 //! cache, one call appending to a fresh flow continuing a 10-entry passport).
 //! With an exporter the span is recorded: its attributes are computed (the
-//! passport JSON, about 10 KB here, is serialized for `kest.passport`) and
-//! the finished span is queued for the batch processor, whose own thread
-//! writes the file or the SQLite store.
+//! passport, about 10 KB of JSON here, is above the 4 KiB attribute limit,
+//! so the span carries its chain tip and claim-check id) and the finished
+//! span is queued for the batch processor, whose own thread writes the file
+//! or the SQLite store.
 //!
 //! Run with `cargo bench -p kest-benches --bench export -- --noplot`;
-//! `scripts/bench-ratios --bench export` prints the ratios.
+//! `scripts/bench-ratios --bench export` prints the ratios. With
+//! `--features mimalloc` the same run uses mimalloc as the global allocator.
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::hint::black_box;
@@ -29,6 +31,10 @@ use kest_benches::{signer, signing_input};
 use kest_core::Passport;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
+
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn measure(c: &mut Criterion, name: &str, hook: &Verified, kest: &Arc<Kest>, base: &Passport) {
     let mut g = c.benchmark_group("hook_export");
@@ -89,9 +95,11 @@ fn benches(c: &mut Criterion) {
     // No provider: the global no-op tracer, nothing recorded.
     measure(c, "no_exporter", &hook, &kest, &base);
 
-    // What the calling thread pays: spans recorded and queued to a batch
-    // processor whose exporter discards them (no export work competing
-    // for the cores).
+    // A provider the application installs itself (the hook records through
+    // the OpenTelemetry API, on the calling thread), with a batch processor
+    // whose exporter discards the spans (no export work competing for the
+    // cores). The file and SQLite cases below go through
+    // `kest::telemetry::init`, i.e. Kest's span recorder.
     let provider = SdkTracerProvider::builder().with_batch_exporter(Discard).build();
     opentelemetry::global::set_tracer_provider(provider.clone());
     measure(c, "recorded_discarded", &hook, &kest, &base);

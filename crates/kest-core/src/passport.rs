@@ -46,7 +46,7 @@ impl Default for Limits {
 /// [`crate::Verifier::verify`] or from [`sign_entry`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
-    pub(crate) jws: String,
+    pub(crate) jws: Arc<str>,
     pub(crate) hash: EntryHash,
     pub(crate) header: JwsHeader,
     pub(crate) payload: KestEntry,
@@ -57,6 +57,21 @@ impl Entry {
     /// The JWS compact string, as signed.
     pub fn jws(&self) -> &str {
         &self.jws
+    }
+    /// The JWS compact string as a shared handle: a reference count, not a
+    /// copy, for consumers that keep it beyond the entry (span attributes,
+    /// exporters).
+    ///
+    /// ```
+    /// use kest_core::{Ed25519Signer, EntryDraft, Passport, TrustRules};
+    /// let signer = Ed25519Signer::from_seed("spiffe://demo/a", [1u8; 32]);
+    /// let mut p = Passport::new();
+    /// p.record(&EntryDraft::new("step"), &signer, &TrustRules::default()).unwrap();
+    /// let entry = &p.entries()[0];
+    /// assert_eq!(&*entry.jws_shared(), entry.jws());
+    /// ```
+    pub fn jws_shared(&self) -> Arc<str> {
+        Arc::clone(&self.jws)
     }
     /// SHA-256 of the JWS string: how children name this entry.
     pub fn hash(&self) -> EntryHash {
@@ -145,7 +160,7 @@ pub fn sign_entry(entry: KestEntry, signer: &dyn Signer) -> Result<SignedEntry, 
     jws.push_str(&b64url_encode(&signature));
     let hash = EntryHash::of(&jws);
     let header = JwsHeader { alg: alg.to_owned(), kid: Some(signer.principal().to_owned()) };
-    Ok(SignedEntry(Entry { jws, hash, header, payload: entry, parents }))
+    Ok(SignedEntry(Entry { jws: jws.into(), hash, header, payload: entry, parents }))
 }
 
 pub(crate) fn parse_parent_ids(ids: &[String]) -> Result<Vec<EntryHash>, String> {
@@ -448,7 +463,7 @@ impl Passport {
 
     /// The unverified form (for re-serialization or re-verification).
     pub fn to_unverified(&self) -> UnverifiedPassport {
-        UnverifiedPassport::from_entries(self.entries.iter().map(|e| e.jws.clone()).collect())
+        UnverifiedPassport::from_entries(self.entries.iter().map(|e| e.jws.to_string()).collect())
     }
 
     /// Computes the payload of the next entry from a draft: parents, trust

@@ -657,7 +657,7 @@ fn decode_entry(
     // Linkage is checked against the passport in pass 2; this is only
     // the parsed list.
     let parents = crate::passport::parse_parent_ids(&payload.parent_ids).unwrap_or_default();
-    let entry = Arc::new(Entry { jws: jws.to_owned(), hash, header: decoded.header, payload, parents });
+    let entry = Arc::new(Entry { jws: Arc::from(jws), hash, header: decoded.header, payload, parents });
     let checked = match (key_set, &signature) {
         (Some(keys), Ok(raw)) => {
             keys.get(entry.principal()).filter(|key| entry.header.alg == key.allowed_alg()).map(|key| {

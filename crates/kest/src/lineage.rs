@@ -28,6 +28,8 @@ use std::task::{Context, Poll};
 
 use kest_core::{Entry, EntryHash, Passport};
 
+use crate::telemetry::PassportDigest;
+
 /// Who the flow acts for (baggage `kest.user`, `kest.agent`, `kest.task`,
 /// `kest.jwt`).
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -67,6 +69,9 @@ struct FlowState {
     /// The origin a root of this flow is scored with at most (an entry
     /// point's ingress origin, SPEC §7.5).
     ingress_origin: Option<String>,
+    /// What the spans of this flow's calls report of its passport, kept
+    /// up to date by them.
+    span_digest: PassportDigest,
 }
 
 /// A handle to one logical flow; clones share the flow.
@@ -223,6 +228,7 @@ impl Lineage {
                 tips: s.tips.clone(),
                 identity: s.identity.clone(),
                 ingress_origin: s.ingress_origin.clone(),
+                span_digest: s.span_digest.clone(),
             })),
         }
     }
@@ -265,6 +271,17 @@ impl Lineage {
     /// Runs `f` on the flow's passport without copying it.
     pub fn with_passport<R>(&self, f: impl FnOnce(&Passport) -> R) -> R {
         f(&self.lock().passport)
+    }
+
+    /// Runs `f` on the flow's passport, current tips and span digest, under
+    /// one lock, without copying any of them.
+    pub(crate) fn with_span_view<R>(
+        &self,
+        f: impl FnOnce(&Passport, &[EntryHash], &mut PassportDigest) -> R,
+    ) -> R {
+        let mut state = self.lock();
+        let FlowState { passport, tips, span_digest, .. } = &mut *state;
+        f(passport, tips, span_digest)
     }
 
     /// The flow's current tips.

@@ -474,7 +474,7 @@ fn sqlite_store_holds_one_row_per_span_in_wal_mode() {
         .collect::<Result<_, _>>()
         .unwrap();
     indexes.sort();
-    assert_eq!(indexes, ["spans_entry_hash", "spans_trace"]);
+    assert_eq!(indexes, ["spans_entry_hash"], "trace lookups use the primary key");
     let columns: Vec<String> = conn
         .prepare("SELECT name FROM pragma_table_info('spans')")
         .unwrap()
@@ -722,4 +722,92 @@ fn the_kest_configuration_installs_telemetry() {
     assert!(bad("file:").is_err());
     assert!(bad("otlp-http:localhost:4318").is_err(), "an endpoint must be a URL");
     assert!(bad("stdout").unwrap().build().is_err(), "exporters without a service name");
+}
+
+/// The spans of the requests, ordered by start time, as (name, kind, status
+/// code, attributes).
+fn span_shapes(requests: &[ExportTraceServiceRequest]) -> Vec<(String, i32, i32, HashMap<String, String>)> {
+    let mut spans: Vec<Span> = flatten(requests)
+        .into_iter()
+        .filter(|(_, scope, _)| scope == "kest.core")
+        .map(|(_, _, s)| s)
+        .collect();
+    spans.sort_by_key(|s| s.start_time_unix_nano);
+    spans
+        .into_iter()
+        .map(|s| (s.name.clone(), s.kind, s.status.as_ref().map_or(0, |st| st.code), attrs(&s.attributes)))
+        .collect()
+}
+
+#[test]
+fn the_recorder_exports_the_same_spans_as_the_opentelemetry_api() {
+    let _serial = serial();
+    // Through the OpenTelemetry API: a provider installed by the
+    // application, not by `kest::telemetry::init`.
+    let memory = opentelemetry_sdk::trace::InMemorySpanExporter::default();
+    let provider =
+        opentelemetry_sdk::trace::SdkTracerProvider::builder().with_simple_exporter(memory.clone()).build();
+    opentelemetry::global::set_tracer_provider(provider.clone());
+    let api_passport = run_calls(&runtime());
+    let finished = memory.get_finished_spans().unwrap();
+    provider.shutdown().unwrap();
+    let resource = opentelemetry_sdk::Resource::builder().with_service_name(SERVICE).build();
+    let line = telemetry::to_otlp_json(finished, &resource);
+    let api = span_shapes(&[serde_json::from_str(&line).unwrap()]);
+
+    // Through Kest's recorder (installed by init).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spans.jsonl");
+    let guard = telemetry::init(SERVICE, [Exporter::File(path.clone())]).unwrap();
+    let recorded_passport = run_calls(&runtime());
+    guard.shutdown().unwrap();
+    let requests: Vec<ExportTraceServiceRequest> =
+        std::fs::read_to_string(&path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    check_exported(&requests, &recorded_passport);
+    let recorded = span_shapes(&requests);
+
+    assert_eq!(api.len(), 3);
+    assert_eq!(recorded.len(), api.len());
+    // Values that differ from run to run (new entries, new ids).
+    let per_run = ["kest.signature", "kest.entry_hash", "kest.parent_hash", "kest.entry_id", "kest.passport"];
+    for (i, ((a_name, a_kind, a_status, a_attrs), (r_name, r_kind, r_status, r_attrs))) in
+        api.iter().zip(&recorded).enumerate()
+    {
+        assert_eq!((a_name, a_kind, a_status), (r_name, r_kind, r_status), "span {i}");
+        let mut a_keys: Vec<&String> = a_attrs.keys().collect();
+        let mut r_keys: Vec<&String> = r_attrs.keys().collect();
+        a_keys.sort();
+        r_keys.sort();
+        assert_eq!(a_keys, r_keys, "span {i}: the same attributes");
+        for (key, value) in a_attrs {
+            if !per_run.contains(&key.as_str()) {
+                assert_eq!(&r_attrs[key], value, "span {i}: {key}");
+            }
+        }
+        if let Some(hash) = a_attrs.get("kest.entry_hash") {
+            assert_eq!(hash, &api_passport.entries()[i].hash().to_string());
+        }
+    }
+}
+
+#[test]
+fn force_flush_writes_the_hook_spans_without_stopping() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spans.jsonl");
+    let guard = telemetry::init(SERVICE, [Exporter::File(path.clone())]).unwrap();
+    let passport = run_calls(&runtime());
+    guard.force_flush().unwrap();
+    let requests: Vec<ExportTraceServiceRequest> =
+        std::fs::read_to_string(&path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    check_exported(&requests, &passport);
+    // Still recording after the flush.
+    let flow = Lineage::new();
+    flow.enter(|| {
+        let hook = Verified::builder("after_flush").policy("allow").build().unwrap();
+        hook.call(CallContext::new().runtime(&runtime()), || Ok::<_, std::io::Error>(())).unwrap();
+    });
+    guard.shutdown().unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains("kest.verified.after_flush"), "the span after the flush is exported at shutdown");
 }

@@ -46,6 +46,7 @@ pub use plan::LABEL_DELEGATION;
 
 use crate::error::KestError;
 use crate::runtime::ConfigError;
+use crate::telemetry::SpanLabels;
 
 /// The taint added to the entry of an operation that failed.
 pub const FAILED_EXECUTION: &str = "failed_execution";
@@ -59,6 +60,7 @@ pub const CANCELLED: &str = "cancelled";
 #[derive(Debug, Clone)]
 pub struct Verified {
     operation: String,
+    span_labels: SpanLabels,
     action: Option<String>,
     scope_name: Option<String>,
     policies: Vec<String>,
@@ -82,9 +84,11 @@ impl Verified {
     /// deviations are matched against, unless [`VerifiedBuilder::scope_name`]
     /// gives a qualified one (the macro passes `module::path::fn`).
     pub fn builder(operation: impl Into<String>) -> VerifiedBuilder {
+        let operation = operation.into();
         VerifiedBuilder {
             spec: Verified {
-                operation: operation.into(),
+                span_labels: SpanLabels::new(&operation),
+                operation,
                 action: None,
                 scope_name: None,
                 policies: Vec::new(),

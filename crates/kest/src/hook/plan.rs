@@ -364,7 +364,7 @@ impl Verified {
                 Check { tier, policy, engine, key }
             })
             .collect();
-        let span = HookSpan::start(&self.operation);
+        let span = HookSpan::start(&self.span_labels);
         if let Some(trace_id) = span.trace_id() {
             entry.labels.insert(LABEL_TRACE_ID.into(), Value::String(trace_id));
         }

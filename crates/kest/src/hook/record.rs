@@ -44,15 +44,11 @@ impl Verified {
                 }
             }
             let signed = sign_entry(entry, identity.as_ref())?;
-            let jws = signed.entry().jws().to_owned();
-            let trust = signed.entry().payload().trust_score;
-            let entry_id = signed.entry().payload().entry_id.clone();
-            let hash = lineage.append(signed)?;
-            Ok::<_, KestError>((jws, trust, entry_id, hash))
+            Ok::<_, KestError>(lineage.append(signed)?)
         })();
         match signed {
-            Ok((jws, trust, entry_id, hash)) => {
-                span.end_recorded(&jws, &hash, &entry_id, identity.principal(), trust, &lineage);
+            Ok(hash) => {
+                span.end_recorded(&hash, identity.principal(), &lineage);
                 Ok(hash)
             }
             Err(error) => {

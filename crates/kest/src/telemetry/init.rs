@@ -7,9 +7,15 @@ use std::path::PathBuf;
 use opentelemetry::trace::noop::NoopTracerProvider;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkResult;
-use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanData, SpanExporter};
+use std::sync::Arc;
+
+use opentelemetry_sdk::trace::{
+    BatchSpanProcessor, Sampler, SdkTracerProvider, SpanData, SpanExporter, TracerProviderBuilder,
+};
 
 use super::json_lines::JsonLinesExporter;
+use super::recorder::{Recorder, SharedProcessor};
+use super::span::{HookSink, install_sink};
 use super::{Exporter, TelemetryConfig};
 use crate::runtime::ConfigError;
 
@@ -114,7 +120,13 @@ pub fn init_from_config(config: &TelemetryConfig) -> Result<TelemetryGuard, Tele
     // Every span is recorded, whatever an incoming `traceparent` says: a
     // hook span is an audit record, which must not depend on an upstream
     // service's sampling decision.
-    let mut builder = SdkTracerProvider::builder().with_resource(resource).with_sampler(Sampler::AlwaysOn);
+    let mut builder =
+        SdkTracerProvider::builder().with_resource(resource.clone()).with_sampler(Sampler::AlwaysOn);
+    // One batch processor per exporter, shared by the provider (spans of
+    // the OpenTelemetry API) and Kest's recorder (the hook's spans). The
+    // exporter gets the resource here: a shared processor cannot be given
+    // it by the provider.
+    let mut processors = Vec::new();
     #[cfg(feature = "otlp")]
     let mut runtime: Option<super::otlp::OtlpRuntime> = None;
     for exporter in config.exporters() {
@@ -123,14 +135,19 @@ pub fn init_from_config(config: &TelemetryConfig) -> Result<TelemetryGuard, Tele
             Exporter::File(path) => {
                 let file = JsonLinesExporter::file(path)
                     .map_err(|source| TelemetryError::File { path: path.clone(), source })?;
-                builder.with_batch_exporter(Logged::new(shown, file))
+                add_exporter(builder, Logged::new(shown, file), &resource, &mut processors)
             }
-            Exporter::Stdout => builder.with_batch_exporter(Logged::new(shown, JsonLinesExporter::stdout())),
+            Exporter::Stdout => add_exporter(
+                builder,
+                Logged::new(shown, JsonLinesExporter::stdout()),
+                &resource,
+                &mut processors,
+            ),
             #[cfg(feature = "sqlite")]
             Exporter::Sqlite(path) => {
                 let store = super::sqlite::SqliteExporter::open(path)
                     .map_err(|e| TelemetryError::Sqlite { path: path.clone(), message: e.to_string() })?;
-                builder.with_batch_exporter(Logged::new(shown, store))
+                add_exporter(builder, Logged::new(shown, store), &resource, &mut processors)
             }
             #[cfg(feature = "otlp")]
             Exporter::Otlp { protocol, endpoint } => {
@@ -141,10 +158,10 @@ pub fn init_from_config(config: &TelemetryConfig) -> Result<TelemetryGuard, Tele
                 };
                 let built = super::otlp::build(&rt, *protocol, endpoint.as_deref());
                 runtime = Some(rt);
-                builder.with_batch_exporter(Logged::new(
-                    shown.clone(),
-                    built.map_err(|e| otlp_error(e.to_string()))?,
-                ))
+                {
+                    let exporter = built.map_err(|e| otlp_error(e.to_string()))?;
+                    add_exporter(builder, Logged::new(shown.clone(), exporter), &resource, &mut processors)
+                }
             }
             #[allow(unreachable_patterns, reason = "reachable without the `otlp` or `sqlite` feature")]
             other => {
@@ -153,13 +170,36 @@ pub fn init_from_config(config: &TelemetryConfig) -> Result<TelemetryGuard, Tele
         };
     }
     let provider = builder.build();
+    let recorder = match Recorder::start(processors) {
+        Ok(recorder) => recorder,
+        Err(e) => {
+            let _ = provider.shutdown();
+            return Err(TelemetryError::Flush(format!("cannot start the span recorder thread: {e}")));
+        }
+    };
     opentelemetry::global::set_tracer_provider(provider.clone());
+    install_sink(Some(Arc::clone(&recorder) as Arc<dyn HookSink>));
     Ok(TelemetryGuard {
         provider,
+        recorder,
         stopped: false,
         #[cfg(feature = "otlp")]
         runtime,
     })
+}
+
+/// Adds `exporter` behind a batch processor shared by the provider and
+/// the recorder (see [`init_from_config`]).
+fn add_exporter<E: SpanExporter + 'static>(
+    builder: TracerProviderBuilder,
+    mut exporter: E,
+    resource: &Resource,
+    processors: &mut Vec<Arc<BatchSpanProcessor>>,
+) -> TracerProviderBuilder {
+    exporter.set_resource(resource);
+    let processor = Arc::new(BatchSpanProcessor::builder(exporter).build());
+    processors.push(Arc::clone(&processor));
+    builder.with_span_processor(SharedProcessor(processor))
 }
 
 /// The installed telemetry. [`shutdown`](TelemetryGuard::shutdown) flushes
@@ -177,6 +217,7 @@ pub fn init_from_config(config: &TelemetryConfig) -> Result<TelemetryGuard, Tele
 /// ```
 pub struct TelemetryGuard {
     provider: SdkTracerProvider,
+    recorder: Arc<Recorder>,
     stopped: bool,
     #[cfg(feature = "otlp")]
     runtime: Option<super::otlp::OtlpRuntime>,
@@ -209,6 +250,9 @@ impl TelemetryGuard {
     /// # guard.shutdown().unwrap();
     /// ```
     pub fn force_flush(&self) -> Result<(), TelemetryError> {
+        if !self.recorder.flush() {
+            return Err(TelemetryError::Flush("the span recorder did not flush".into()));
+        }
         self.provider().force_flush().map_err(|e| TelemetryError::Flush(e.to_string()))
     }
 
@@ -229,8 +273,15 @@ impl TelemetryGuard {
         if std::mem::replace(&mut self.stopped, true) {
             return Ok(());
         }
+        // No new hook span reaches the recorder; the ones queued reach the
+        // batch processors before those shut down.
+        install_sink(None);
+        let recorded = self.recorder.stop();
         opentelemetry::global::set_tracer_provider(NoopTracerProvider::new());
-        let result = self.provider.shutdown().map_err(|e| TelemetryError::Flush(e.to_string()));
+        let mut result = self.provider.shutdown().map_err(|e| TelemetryError::Flush(e.to_string()));
+        if !recorded && result.is_ok() {
+            result = Err(TelemetryError::Flush("the span recorder did not flush".into()));
+        }
         // After the exporters: their last exports ran on it.
         #[cfg(feature = "otlp")]
         drop(self.runtime.take());

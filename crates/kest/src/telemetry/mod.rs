@@ -66,6 +66,7 @@
 //! works whatever runtime (if any) the application uses.
 
 mod config;
+mod labels;
 mod span;
 
 #[cfg(feature = "telemetry")]
@@ -76,6 +77,8 @@ mod json_lines;
 mod layer;
 #[cfg(feature = "otlp")]
 mod otlp;
+#[cfg(feature = "telemetry")]
+mod recorder;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
@@ -85,7 +88,8 @@ pub use init::{TelemetryError, TelemetryGuard, init, init_from_config};
 #[cfg(feature = "telemetry")]
 pub use json_lines::to_otlp_json;
 
-pub(crate) use span::HookSpan;
+pub(crate) use labels::SpanLabels;
+pub(crate) use span::{HookSpan, PassportDigest};
 
 use opentelemetry::trace::TraceContextExt as _;
 

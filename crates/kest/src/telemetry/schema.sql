@@ -30,5 +30,5 @@ CREATE TABLE IF NOT EXISTS spans (
   resource TEXT NOT NULL,            -- JSON object of resource attributes
   PRIMARY KEY (trace_id, span_id)
 );
-CREATE INDEX IF NOT EXISTS spans_trace ON spans(trace_id);
+-- Lookups by trace use the primary key, whose first column is trace_id.
 CREATE INDEX IF NOT EXISTS spans_entry_hash ON spans(kest_entry_hash);

@@ -1,39 +1,401 @@
-//! The span of one hooked call (SPEC §9), through the OpenTelemetry API.
+//! The span of one hooked call (SPEC §9).
 //!
-//! With no tracer provider installed the API is a no-op: the span is still
-//! started and ended (it carries the trace id into the entry when a trace is
-//! active) but no attribute is computed and the passport is never
-//! serialized for it (`is_recording` guard).
+//! Two ways to the exporters:
+//!
+//! - **Through the OpenTelemetry API** (any global tracer provider): the
+//!   span is started before the call and its attributes are set when it
+//!   ends. With no provider installed the API is a no-op: the span still
+//!   carries the trace id into the entry when a trace is active, but no
+//!   attribute is computed and the passport is never serialized for it
+//!   (`is_recording` guard).
+//! - **Through Kest's recorder** (installed by `kest::telemetry::init`, a
+//!   [`HookSink`]): the calling thread keeps only the span's ids and times
+//!   and, when the call ends, hands the recorder a [`HookRecord`] holding
+//!   the signed entry itself (shared, not copied) and the passport's view;
+//!   the attribute strings and the span data are built on the recorder's
+//!   thread. The exported span is the same.
 
+use std::borrow::Cow;
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
+
+use kest_core::{Entry, EntryHash, Passport};
 use opentelemetry::global::{self, BoxedSpan};
-use opentelemetry::trace::{Span as _, Status, Tracer as _};
-use opentelemetry::{InstrumentationScope, KeyValue};
+use opentelemetry::trace::{
+    Span as _, SpanContext, SpanId, Status, TraceContextExt as _, TraceId, Tracer as _,
+};
+use opentelemetry::{InstrumentationScope, KeyValue, StringValue};
 use sha2::{Digest as _, Sha256};
 
+use super::labels::{SpanLabels, workload_value};
 use super::{PASSPORT_ATTRIBUTE_LIMIT, SCOPE, attr};
 use crate::error::KestError;
 use crate::lineage::Lineage;
 
+/// How many attributes a hook span carries at most (SPEC §9): reserved
+/// when the span starts, so recording them never grows the vector.
+const ATTRIBUTE_CAPACITY: usize = 12;
+
+/// Where the hook's spans go when Kest's own telemetry pipeline is
+/// installed (instead of through the global tracer provider).
+pub(crate) trait HookSink: Send + Sync {
+    /// The trace and span ids of a new span under `parent` (its trace, or
+    /// a new one when `parent` is not valid).
+    fn new_ids(&self, parent: &SpanContext) -> (TraceId, SpanId);
+    /// Takes a finished span; never blocks (a full queue drops it).
+    fn submit(&self, record: HookRecord);
+}
+
+static SINK: RwLock<Option<Arc<dyn HookSink>>> = RwLock::new(None);
+
+/// Installs (or, with `None`, removes) the recorder the hook's spans go to.
+pub(crate) fn install_sink(sink: Option<Arc<dyn HookSink>>) {
+    match SINK.write() {
+        Ok(mut current) => *current = sink,
+        Err(poisoned) => *poisoned.into_inner() = sink,
+    }
+}
+
+fn current_sink() -> Option<Arc<dyn HookSink>> {
+    SINK.read().ok().and_then(|s| s.clone())
+}
+
+/// The passport as a span reports it: whole when small, otherwise its
+/// claim-check id and the flow's tips.
+pub(crate) enum PassportView {
+    /// The passport JSON (at most [`PASSPORT_ATTRIBUTE_LIMIT`] bytes).
+    Inline(String),
+    /// The content-addressed id and the tips.
+    ClaimCheck {
+        /// [`passport_claim_uuid`] of the passport.
+        claim: uuid::Uuid,
+        /// The flow's tips.
+        tips: Tips,
+    },
+}
+
+/// The flow's tips, without a vector for the usual single tip.
+pub(crate) enum Tips {
+    /// One tip.
+    One(EntryHash),
+    /// None or several.
+    Many(Vec<EntryHash>),
+}
+
+/// A flow's passport as its spans need it: the JSON length and the running
+/// SHA-256 of the claim-check id (see [`passport_claim_uuid`]), advanced
+/// over the entries appended since the last span instead of over the whole
+/// passport each time. A flow's passport only grows at its end (appends and
+/// merges keep the order before them); should the entries it counted ever
+/// differ, it starts over.
+#[derive(Default, Clone)]
+pub(crate) struct PassportDigest {
+    counted: usize,
+    last: Option<EntryHash>,
+    jws_bytes: usize,
+    sha: Sha256,
+}
+
+impl std::fmt::Debug for PassportDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PassportDigest").field("counted", &self.counted).finish_non_exhaustive()
+    }
+}
+
+impl PassportDigest {
+    fn advance(&mut self, passport: &Passport) {
+        let entries = passport.entries();
+        let same_prefix = self.counted <= entries.len()
+            && self.counted.checked_sub(1).is_none_or(|i| entries.get(i).map(|e| e.hash()) == self.last);
+        if !same_prefix {
+            *self = PassportDigest::default();
+        }
+        for entry in entries.get(self.counted..).unwrap_or_default() {
+            self.sha.update(entry.hash().as_bytes());
+            self.jws_bytes += entry.jws().len();
+        }
+        self.counted = entries.len();
+        self.last = entries.last().map(|e| e.hash());
+    }
+
+    /// The length of the passport JSON (`["jws",...]`).
+    fn json_len(&self) -> usize {
+        if self.counted == 0 { 2 } else { self.jws_bytes + 3 * self.counted + 1 }
+    }
+
+    /// The claim-check id of the passport counted.
+    fn claim(&self) -> uuid::Uuid {
+        claim_uuid_of_digest(&self.sha.clone().finalize())
+    }
+}
+
+impl PassportView {
+    fn of(passport: &Passport, tips: &[EntryHash], digest: &mut PassportDigest) -> PassportView {
+        digest.advance(passport);
+        if digest.json_len() <= PASSPORT_ATTRIBUTE_LIMIT {
+            return PassportView::Inline(passport.to_json());
+        }
+        let claim = digest.claim();
+        let tips = match tips {
+            [only] => Tips::One(*only),
+            many => Tips::Many(many.to_vec()),
+        };
+        PassportView::ClaimCheck { claim, tips }
+    }
+}
+
+/// A finished hook span handed to a [`HookSink`].
+pub(crate) struct HookRecord {
+    /// The span's own context (sampled).
+    pub(crate) span_context: SpanContext,
+    /// The parent span (invalid for a root span).
+    pub(crate) parent_span_id: SpanId,
+    /// Whether the parent came from another process.
+    pub(crate) parent_is_remote: bool,
+    /// `kest.verified.<operation>`.
+    pub(crate) name: Cow<'static, str>,
+    /// When the hook started.
+    pub(crate) start: SystemTime,
+    /// When it ended.
+    pub(crate) end: SystemTime,
+    /// What the span reports.
+    pub(crate) outcome: RecordOutcome,
+}
+
+/// How a hooked call ended, as its span reports it.
+pub(crate) enum RecordOutcome {
+    /// The entry was signed and appended.
+    Recorded {
+        /// What the span reports of the entry.
+        entry: EntryFacts,
+        /// Its signer.
+        workload: StringValue,
+        /// The operation.
+        operation: StringValue,
+        /// The passport after the call.
+        passport: PassportView,
+    },
+    /// Refused or not recorded: the attributes are already built (a rare
+    /// path) and the status is an error.
+    Refused {
+        /// The SPEC §9 attributes of a refusal.
+        attributes: Vec<KeyValue>,
+        /// The status message.
+        message: String,
+    },
+}
+
+/// What a span reports of its entry, taken on the calling thread without
+/// copying the JWS (shared) and without keeping the entry itself alive: the
+/// entry is freed where it was allocated, by whoever drops the flow last.
+pub(crate) struct EntryFacts {
+    jws: Arc<str>,
+    hash: EntryHash,
+    parents: Parents,
+    entry_id: EntryId,
+    trust: u8,
+}
+
+/// An entry's parents without a vector for the usual zero or one.
+enum Parents {
+    One(EntryHash),
+    Many(Vec<EntryHash>),
+}
+
+/// The entry id: a UUID held in 16 bytes, or the text as signed.
+enum EntryId {
+    Uuid(uuid::Uuid),
+    Text(String),
+}
+
+impl EntryFacts {
+    fn of(entry: &Entry) -> EntryFacts {
+        let parents = match entry.parents() {
+            [one] => Parents::One(*one),
+            many => Parents::Many(many.to_vec()),
+        };
+        let id = &entry.payload().entry_id;
+        // Kest's own entry ids are lowercase hyphenated UUIDs; anything
+        // else is kept as signed.
+        let entry_id = match uuid::Uuid::try_parse(id) {
+            Ok(uuid) if *uuid.hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()) == **id => {
+                EntryId::Uuid(uuid)
+            }
+            _ => EntryId::Text(id.clone()),
+        };
+        EntryFacts {
+            jws: entry.jws_shared(),
+            hash: entry.hash(),
+            parents,
+            entry_id,
+            trust: entry.payload().trust_score,
+        }
+    }
+}
+
+impl RecordOutcome {
+    /// The span's attributes and status.
+    pub(crate) fn into_attributes(self) -> (Vec<KeyValue>, Status) {
+        match self {
+            RecordOutcome::Recorded { entry, workload, operation, passport } => {
+                (recorded_attributes(entry, workload, operation, passport), Status::Unset)
+            }
+            RecordOutcome::Refused { attributes, message } => (attributes, Status::error(message)),
+        }
+    }
+}
+
+/// The SPEC §9 attributes of a recorded call.
+fn recorded_attributes(
+    entry: EntryFacts,
+    workload: StringValue,
+    operation: StringValue,
+    passport: PassportView,
+) -> Vec<KeyValue> {
+    let EntryFacts { jws, hash, parents, entry_id, trust } = entry;
+    let hash_hex: Arc<str> = Arc::from(hash.to_string());
+    let parent_hash = match parents {
+        Parents::One(parent) => parent.to_string(),
+        Parents::Many(parents) if parents.is_empty() => "0".to_owned(),
+        Parents::Many(parents) => {
+            let mut joined = String::with_capacity(parents.len() * 65);
+            for (i, parent) in parents.iter().enumerate() {
+                if i > 0 {
+                    joined.push(',');
+                }
+                kest_core::encoding::push_hex_lower(&mut joined, parent.as_bytes());
+            }
+            joined
+        }
+    };
+    let entry_id = match entry_id {
+        EntryId::Uuid(uuid) => uuid.hyphenated().to_string(),
+        EntryId::Text(text) => text,
+    };
+    let mut attributes = Vec::with_capacity(ATTRIBUTE_CAPACITY);
+    attributes.extend([
+        KeyValue::new(attr::SIGNATURE, StringValue::from(jws)),
+        KeyValue::new(attr::ENTRY_HASH, StringValue::from(Arc::clone(&hash_hex))),
+        KeyValue::new(attr::PARENT_HASH, parent_hash),
+        KeyValue::new(attr::ENTRY_ID, entry_id),
+        KeyValue::new(attr::WORKLOAD_ID, workload),
+        KeyValue::new(attr::TRUST_SCORE, i64::from(trust)),
+        KeyValue::new(attr::OPERATION, operation),
+        KeyValue::new(attr::DECISION, "allow"),
+    ]);
+    match passport {
+        PassportView::Inline(json) => attributes.push(KeyValue::new(attr::PASSPORT, json)),
+        PassportView::ClaimCheck { claim, tips } => {
+            attributes.push(KeyValue::new(attr::CLAIM_CHECK, claim.to_string()));
+            let tip = match tips {
+                Tips::One(only) if only == hash => StringValue::from(hash_hex),
+                Tips::One(only) => StringValue::from(only.to_string()),
+                Tips::Many(many) => StringValue::from(kest_core::baggage::format_chain_tip(&many)),
+            };
+            attributes.push(KeyValue::new(attr::CHAIN_TIP, tip));
+        }
+    }
+    attributes
+}
+
+/// The SPEC §9 attributes of a refused (or unrecorded) call.
+fn refusal_attributes(operation: StringValue, error: &KestError) -> Vec<KeyValue> {
+    let decision = match error {
+        KestError::Denied { .. } | KestError::NoPolicyEvaluated { .. } => "deny",
+        _ => "error",
+    };
+    let mut attributes = vec![
+        KeyValue::new(attr::OPERATION, operation),
+        KeyValue::new(attr::DECISION, decision),
+        KeyValue::new(attr::ERROR_KIND, error.kind()),
+    ];
+    if let Some((policy, tier)) = error.policy() {
+        attributes.push(KeyValue::new(attr::DENIED_POLICY, policy.to_owned()));
+        attributes.push(KeyValue::new(attr::DENIED_TIER, tier.as_str()));
+    }
+    if let KestError::Denied { entry_id, workload, .. } = error {
+        attributes.push(KeyValue::new(attr::ENTRY_ID, entry_id.clone()));
+        attributes.push(KeyValue::new(attr::WORKLOAD_ID, workload.clone()));
+    }
+    attributes
+}
+
+/// A span to Kest's recorder: ids and start time only, until it ends.
+struct DirectSpan {
+    sink: Arc<dyn HookSink>,
+    span_context: SpanContext,
+    parent_span_id: SpanId,
+    parent_is_remote: bool,
+    start: SystemTime,
+}
+
+enum Route {
+    Api(BoxedSpan),
+    Direct(DirectSpan),
+}
+
 /// The span of one hooked call.
 pub(crate) struct HookSpan {
-    span: BoxedSpan,
-    operation: String,
+    route: Route,
+    name: Cow<'static, str>,
+    operation: StringValue,
 }
 
 impl HookSpan {
     /// Starts `kest.verified.<operation>` as a child of the current
     /// OpenTelemetry context.
-    pub(crate) fn start(operation: &str) -> HookSpan {
-        let scope = InstrumentationScope::builder(SCOPE).with_version(env!("CARGO_PKG_VERSION")).build();
-        let tracer = global::tracer_with_scope(scope);
+    pub(crate) fn start(labels: &SpanLabels) -> HookSpan {
         let parent = opentelemetry::Context::current();
-        let span = tracer.start_with_context(format!("kest.verified.{operation}"), &parent);
-        HookSpan { span, operation: operation.to_owned() }
+        let route = match current_sink() {
+            Some(sink) => {
+                let parent_span = parent.span();
+                let parent_context = parent_span.span_context();
+                let (trace_id, span_id) = sink.new_ids(parent_context);
+                let trace_state = if parent_context.is_valid() {
+                    parent_context.trace_state().clone()
+                } else {
+                    Default::default()
+                };
+                let span_context = SpanContext::new(
+                    trace_id,
+                    span_id,
+                    opentelemetry::trace::TraceFlags::SAMPLED,
+                    false,
+                    trace_state,
+                );
+                Route::Direct(DirectSpan {
+                    span_context,
+                    parent_span_id: if parent_context.is_valid() {
+                        parent_context.span_id()
+                    } else {
+                        SpanId::INVALID
+                    },
+                    parent_is_remote: parent_context.is_valid() && parent_context.is_remote(),
+                    start: SystemTime::now(),
+                    sink,
+                })
+            }
+            None => {
+                let scope =
+                    InstrumentationScope::builder(SCOPE).with_version(env!("CARGO_PKG_VERSION")).build();
+                let tracer = global::tracer_with_scope(scope);
+                Route::Api(
+                    tracer
+                        .span_builder(labels.name.clone())
+                        .with_attributes(Vec::with_capacity(ATTRIBUTE_CAPACITY))
+                        .start_with_context(&tracer, &parent),
+                )
+            }
+        };
+        HookSpan { route, name: labels.name.clone(), operation: labels.operation.clone() }
     }
 
     /// The trace id (32 lowercase hex) when a real trace is active.
     pub(crate) fn trace_id(&self) -> Option<String> {
-        let ctx = self.span.span_context();
+        let ctx = match &self.route {
+            Route::Api(span) => span.span_context(),
+            Route::Direct(direct) => &direct.span_context,
+        };
         ctx.is_valid().then(|| format!("{:032x}", u128::from_be_bytes(ctx.trace_id().to_bytes())))
     }
 
@@ -41,86 +403,87 @@ impl HookSpan {
     /// `kest.decision` is `deny` for a policy denial (and a call whose
     /// deviations skipped every policy), `error` otherwise; the denying (or
     /// failing) policy and tier when there is one; status error.
-    pub(crate) fn end_error(mut self, error: &KestError) {
-        if self.span.is_recording() {
-            let decision = match error {
-                KestError::Denied { .. } | KestError::NoPolicyEvaluated { .. } => "deny",
-                _ => "error",
-            };
-            self.span.set_attribute(KeyValue::new(attr::OPERATION, self.operation.clone()));
-            self.span.set_attribute(KeyValue::new(attr::DECISION, decision));
-            self.span.set_attribute(KeyValue::new(attr::ERROR_KIND, error.kind()));
-            if let Some((policy, tier)) = error.policy() {
-                self.span.set_attribute(KeyValue::new(attr::DENIED_POLICY, policy.to_owned()));
-                self.span.set_attribute(KeyValue::new(attr::DENIED_TIER, tier.as_str()));
+    pub(crate) fn end_error(self, error: &KestError) {
+        match self.route {
+            Route::Api(mut span) => {
+                if span.is_recording() {
+                    span.set_attributes(refusal_attributes(self.operation, error));
+                    span.set_status(Status::error(error.to_string()));
+                }
+                span.end();
             }
-            if let KestError::Denied { entry_id, workload, .. } = error {
-                self.span.set_attribute(KeyValue::new(attr::ENTRY_ID, entry_id.clone()));
-                self.span.set_attribute(KeyValue::new(attr::WORKLOAD_ID, workload.clone()));
+            Route::Direct(direct) => {
+                let outcome = RecordOutcome::Refused {
+                    attributes: refusal_attributes(self.operation, error),
+                    message: error.to_string(),
+                };
+                direct.finish(self.name, outcome);
             }
-            self.span.set_status(Status::error(error.to_string()));
         }
-        self.span.end();
     }
 
-    /// Ends the span of a recorded call with the SPEC §9 attributes.
-    pub(crate) fn end_recorded(
-        mut self,
-        jws: &str,
-        hash: &kest_core::EntryHash,
-        entry_id: &str,
-        workload: &str,
-        trust: u8,
-        lineage: &Lineage,
-    ) {
-        if self.span.is_recording() {
-            // Only computed (and the passport serialized) when a real
-            // tracer records the span; read in place, never copied.
-            let (parent_hash, passport_attribute) = lineage.with_passport(|passport| {
-                let parent_hash = passport
-                    .get(hash)
-                    .filter(|e| !e.is_root())
-                    .map(|e| e.parents().iter().map(ToString::to_string).collect::<Vec<_>>().join(","))
-                    .unwrap_or_else(|| "0".to_owned());
-                let json_len = passport_json_len(passport.entries().iter().map(|e| e.jws().len()));
-                let attribute = if json_len <= PASSPORT_ATTRIBUTE_LIMIT {
-                    KeyValue::new(attr::PASSPORT, passport.to_json())
-                } else {
-                    KeyValue::new(
-                        attr::CLAIM_CHECK,
-                        passport_claim_id(passport.entries().iter().map(|e| e.hash())),
-                    )
-                };
-                (parent_hash, attribute)
-            });
-            let inline = passport_attribute.key.as_str() == attr::PASSPORT;
-            self.span.set_attributes([
-                KeyValue::new(attr::SIGNATURE, jws.to_owned()),
-                KeyValue::new(attr::ENTRY_HASH, hash.to_string()),
-                KeyValue::new(attr::PARENT_HASH, parent_hash),
-                KeyValue::new(attr::ENTRY_ID, entry_id.to_owned()),
-                KeyValue::new(attr::WORKLOAD_ID, workload.to_owned()),
-                KeyValue::new(attr::TRUST_SCORE, i64::from(trust)),
-                KeyValue::new(attr::OPERATION, self.operation.clone()),
-                KeyValue::new(attr::DECISION, "allow"),
-                passport_attribute,
-            ]);
-            if !inline {
-                self.span.set_attribute(KeyValue::new(
-                    attr::CHAIN_TIP,
-                    kest_core::baggage::format_chain_tip(&lineage.tips()),
-                ));
+    /// Ends the span of the call whose entry `hash` was just appended to
+    /// `lineage`, with the SPEC §9 attributes.
+    pub(crate) fn end_recorded(self, hash: &EntryHash, workload: &str, lineage: &Lineage) {
+        if let Route::Api(span) = &self.route
+            && !span.is_recording()
+        {
+            // Nothing records it: no attribute is computed.
+            if let Route::Api(mut span) = self.route {
+                span.end();
             }
+            return;
         }
-        self.span.end();
+        // Read in place under the flow's lock: the entry is shared, the
+        // passport serialized only when it is small enough to go inline.
+        let found = lineage.with_span_view(|passport, tips, digest| {
+            passport.get(hash).map(|entry| (EntryFacts::of(entry), PassportView::of(passport, tips, digest)))
+        });
+        let Some((entry, passport)) = found else {
+            // The caller appended the entry to this flow just before.
+            tracing::error!(entry = %hash, "kest: the recorded entry is not in its flow; span without attributes");
+            match self.route {
+                Route::Api(mut span) => span.end(),
+                Route::Direct(direct) => direct.finish(
+                    self.name,
+                    RecordOutcome::Refused {
+                        attributes: vec![KeyValue::new(attr::OPERATION, self.operation)],
+                        message: "the recorded entry is not in its flow".into(),
+                    },
+                ),
+            }
+            return;
+        };
+        let outcome = RecordOutcome::Recorded {
+            entry,
+            workload: workload_value(workload),
+            operation: self.operation,
+            passport,
+        };
+        match self.route {
+            Route::Api(mut span) => {
+                let (attributes, _) = outcome.into_attributes();
+                span.set_attributes(attributes);
+                span.end();
+            }
+            Route::Direct(direct) => direct.finish(self.name, outcome),
+        }
     }
 }
 
-/// The length in bytes of the passport JSON (`["jws","jws",...]`) without
-/// building it.
-fn passport_json_len(jws_lengths: impl Iterator<Item = usize>) -> usize {
-    let (n, sum) = jws_lengths.fold((0usize, 0usize), |(n, sum), len| (n + 1, sum + len));
-    if n == 0 { 2 } else { sum + 3 * n + 1 }
+impl DirectSpan {
+    fn finish(self, name: Cow<'static, str>, outcome: RecordOutcome) {
+        let DirectSpan { sink, span_context, parent_span_id, parent_is_remote, start } = self;
+        sink.submit(HookRecord {
+            span_context,
+            parent_span_id,
+            parent_is_remote,
+            name,
+            start,
+            end: SystemTime::now(),
+            outcome,
+        });
+    }
 }
 
 /// The content-addressed id of a passport: a UUID (version 8, RFC 9562
@@ -132,29 +495,65 @@ fn passport_json_len(jws_lengths: impl Iterator<Item = usize>) -> usize {
 /// The propagation layer's claim-check ids are random v4 UUIDs that live in
 /// a cache for a TTL, so no span could name one usefully; this id is instead
 /// reproducible by anyone who rebuilds the same passport from the entries.
-pub(crate) fn passport_claim_id(hashes: impl IntoIterator<Item = kest_core::EntryHash>) -> String {
+#[cfg(test)]
+pub(crate) fn passport_claim_uuid(hashes: impl IntoIterator<Item = kest_core::EntryHash>) -> uuid::Uuid {
     let mut h = Sha256::new();
     for hash in hashes {
         h.update(hash.as_bytes());
     }
-    let digest = h.finalize();
+    claim_uuid_of_digest(&h.finalize())
+}
+
+/// The claim-check UUID from the SHA-256 of the entry hashes.
+fn claim_uuid_of_digest(digest: &[u8]) -> uuid::Uuid {
     let mut bytes = [0u8; 16];
     for (b, d) in bytes.iter_mut().zip(digest.iter()) {
         *b = *d;
     }
-    uuid::Builder::from_custom_bytes(bytes).into_uuid().to_string()
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn json_length_matches_the_serialization() {
-        for entries in [vec![], vec!["a.b.c"], vec!["a.b.c", "dd.ee.ff", "g.h.i"]] {
-            let json = serde_json::to_string(&entries).unwrap();
-            assert_eq!(passport_json_len(entries.iter().map(|e| e.len())), json.len());
+    fn passport_of(signer: &kest_core::Ed25519Signer, steps: &[&str]) -> Passport {
+        let mut passport = Passport::new();
+        for step in steps {
+            passport
+                .record(&kest_core::EntryDraft::new(*step), signer, &kest_core::TrustRules::default())
+                .unwrap();
         }
+        passport
+    }
+
+    fn check(digest: &mut PassportDigest, passport: &Passport) {
+        digest.advance(passport);
+        assert_eq!(digest.json_len(), passport.to_json().len());
+        assert_eq!(digest.claim(), passport_claim_uuid(passport.entries().iter().map(|e| e.hash())));
+    }
+
+    #[test]
+    fn the_digest_follows_appends_merges_and_a_different_passport() {
+        let signer = kest_core::Ed25519Signer::from_seed("spiffe://t/a", [7u8; 32]);
+        let mut digest = PassportDigest::default();
+        let mut passport = Passport::new();
+        check(&mut digest, &passport);
+        for step in ["a", "b", "c"] {
+            passport
+                .record(&kest_core::EntryDraft::new(step), &signer, &kest_core::TrustRules::default())
+                .unwrap();
+            check(&mut digest, &passport);
+        }
+        // A merge appends the other passport's new entries after ours.
+        let other = passport_of(&signer, &["x", "y"]);
+        let merged = passport.merge(&other);
+        check(&mut digest, &merged);
+        assert_eq!(digest.counted, 5);
+        // Another passport (not an extension of the one counted): start over.
+        check(&mut digest, &other);
+        assert_eq!(digest.counted, 2);
+        check(&mut digest, &passport_of(&signer, &["z"]));
     }
 
     #[test]
@@ -165,7 +564,7 @@ mod tests {
             concat.extend_from_slice(h.as_bytes());
         }
         let digest = Sha256::digest(&concat);
-        let id: uuid::Uuid = passport_claim_id(hashes).parse().unwrap();
+        let id = passport_claim_uuid(hashes);
         assert_eq!(id.get_version_num(), 8);
         // Everything but the version and variant bits comes from the hash.
         let mut expected = [0u8; 16];
@@ -173,7 +572,7 @@ mod tests {
         expected[6] = (expected[6] & 0x0f) | 0x80;
         expected[8] = (expected[8] & 0x3f) | 0x80;
         assert_eq!(id.as_bytes(), &expected);
-        assert_ne!(passport_claim_id(hashes), passport_claim_id(hashes[..1].iter().copied()));
-        assert_ne!(passport_claim_id(hashes), passport_claim_id([hashes[1], hashes[0]]), "order matters");
+        assert_ne!(passport_claim_uuid(hashes), passport_claim_uuid(hashes[..1].iter().copied()));
+        assert_ne!(passport_claim_uuid(hashes), passport_claim_uuid([hashes[1], hashes[0]]), "order matters");
     }
 }

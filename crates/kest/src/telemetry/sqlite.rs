@@ -3,6 +3,7 @@
 //! every other attribute as a JSON object; WAL mode; each batch written in
 //! transactions of at most [`MAX_ROWS_PER_TRANSACTION`] rows.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -14,13 +15,14 @@ use opentelemetry::{Array, KeyValue, Value};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, params};
 use serde_json::{Map, Value as Json};
 
 use super::{SQLITE_SCHEMA, SQLITE_SCHEMA_VERSION, attr};
 
 /// The largest number of rows written in one transaction.
-pub(crate) const MAX_ROWS_PER_TRANSACTION: usize = 256;
+pub(crate) const MAX_ROWS_PER_TRANSACTION: usize = 512;
 
 /// The span attributes stored in their own columns, in column order after
 /// `status_message`.
@@ -124,7 +126,7 @@ impl SqliteExporter {
                         c10,
                         c11,
                         c12,
-                        row.attributes,
+                        row.attributes.as_ref(),
                         self.resource,
                     ])?;
                 }
@@ -147,21 +149,23 @@ pub(crate) enum StoreError {
 }
 
 /// The computed columns of one span.
-struct Row {
+/// One span's row, borrowing the span's strings (nothing is copied on the
+/// way into SQLite).
+struct Row<'a> {
     status_code: i64,
-    status_message: Option<String>,
-    kest: [Option<rusqlite::types::Value>; 13],
-    attributes: String,
+    status_message: Option<&'a str>,
+    kest: [Option<ToSqlOutput<'a>>; 13],
+    attributes: Cow<'static, str>,
 }
 
-impl Row {
-    fn of(span: &SpanData) -> Row {
+impl<'a> Row<'a> {
+    fn of(span: &'a SpanData) -> Row<'a> {
         let (status_code, status_message) = match &span.status {
             Status::Unset => (0, None),
             Status::Ok => (1, None),
-            Status::Error { description } => (2, Some(description.to_string())),
+            Status::Error { description } => (2, Some(description.as_ref())),
         };
-        let mut kest: [Option<rusqlite::types::Value>; 13] = Default::default();
+        let mut kest: [Option<ToSqlOutput<'a>>; 13] = Default::default();
         let mut others = Map::new();
         for KeyValue { key, value, .. } in &span.attributes {
             match KEST_COLUMNS.iter().position(|k| *k == key.as_str()) {
@@ -175,22 +179,26 @@ impl Row {
                 }
             }
         }
-        Row { status_code, status_message, kest, attributes: Json::Object(others).to_string() }
+        let attributes = if others.is_empty() {
+            Cow::Borrowed("{}")
+        } else {
+            Cow::Owned(Json::Object(others).to_string())
+        };
+        Row { status_code, status_message, kest, attributes }
     }
 }
 
-fn sql_value(value: &Value) -> rusqlite::types::Value {
+fn sql_value(value: &Value) -> ToSqlOutput<'_> {
     use rusqlite::types::Value as Sql;
     match value {
-        Value::I64(i) => Sql::Integer(*i),
-        Value::String(s) => Sql::Text(s.to_string()),
-        Value::Bool(b) => Sql::Integer(i64::from(*b)),
-        Value::F64(f) => Sql::Real(*f),
-        other => Sql::Text(json_value(other).to_string()),
+        Value::I64(i) => ToSqlOutput::Borrowed(ValueRef::Integer(*i)),
+        Value::String(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_str().as_bytes())),
+        Value::Bool(b) => ToSqlOutput::Borrowed(ValueRef::Integer(i64::from(*b))),
+        Value::F64(f) => ToSqlOutput::Borrowed(ValueRef::Real(*f)),
+        other => ToSqlOutput::Owned(Sql::Text(json_value(other).to_string())),
     }
 }
 
-/// An attribute value as plain JSON (strings, numbers, booleans, arrays).
 fn json_value(value: &Value) -> Json {
     match value {
         Value::Bool(b) => Json::Bool(*b),

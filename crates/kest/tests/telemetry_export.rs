@@ -659,8 +659,7 @@ fn a_tracing_span_is_the_parent_of_the_hook_span_in_the_same_trace() {
     });
     guard.shutdown().unwrap();
 
-    let requests: Vec<ExportTraceServiceRequest> =
-        std::fs::read_to_string(&path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let requests = read_file_export(&path);
     let spans = flatten(&requests);
     let (_, scope, outer) =
         spans.iter().find(|(_, _, s)| s.name == "handle_request").expect("the tracing span");
@@ -724,6 +723,11 @@ fn the_kest_configuration_installs_telemetry() {
     assert!(bad("stdout").unwrap().build().is_err(), "exporters without a service name");
 }
 
+/// Every line of an OTLP JSON lines export, parsed.
+fn read_file_export(path: &std::path::Path) -> Vec<ExportTraceServiceRequest> {
+    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
 /// The spans of the requests, ordered by start time, as (name, kind, status
 /// code, attributes).
 fn span_shapes(requests: &[ExportTraceServiceRequest]) -> Vec<(String, i32, i32, HashMap<String, String>)> {
@@ -761,8 +765,7 @@ fn the_recorder_exports_the_same_spans_as_the_opentelemetry_api() {
     let guard = telemetry::init(SERVICE, [Exporter::File(path.clone())]).unwrap();
     let recorded_passport = run_calls(&runtime());
     guard.shutdown().unwrap();
-    let requests: Vec<ExportTraceServiceRequest> =
-        std::fs::read_to_string(&path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let requests = read_file_export(&path);
     check_exported(&requests, &recorded_passport);
     let recorded = span_shapes(&requests);
 
@@ -798,8 +801,7 @@ fn force_flush_writes_the_hook_spans_without_stopping() {
     let guard = telemetry::init(SERVICE, [Exporter::File(path.clone())]).unwrap();
     let passport = run_calls(&runtime());
     guard.force_flush().unwrap();
-    let requests: Vec<ExportTraceServiceRequest> =
-        std::fs::read_to_string(&path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let requests = read_file_export(&path);
     check_exported(&requests, &passport);
     // Still recording after the flush.
     let flow = Lineage::new();

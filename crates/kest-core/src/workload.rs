@@ -153,17 +153,21 @@ pub fn verify_workload_token(
     if text(&claims, "sub").as_deref() != Some(kid.as_str()) {
         return Err(WorkloadTokenError::Malformed("sub is not the signer"));
     }
-    let key = keys
-        .resolve(&kid)
-        .map_err(|_| WorkloadTokenError::KeyUnavailable)?
-        .ok_or_else(|| WorkloadTokenError::UnknownSigner(kid.clone()))?;
-    if alg != key.allowed_alg() {
+    let keys = keys.resolve_all(&kid).map_err(|_| WorkloadTokenError::KeyUnavailable)?;
+    if keys.is_empty() {
+        return Err(WorkloadTokenError::UnknownSigner(kid));
+    }
+    // The key type fixes the algorithm (EdDSA or ES256): only keys of the
+    // token's algorithm are candidates (several during a rotation overlap).
+    let candidates: Vec<_> = keys.iter().filter(|key| alg == key.allowed_alg()).collect();
+    if candidates.is_empty() {
         return Err(WorkloadTokenError::Malformed("alg"));
     }
     let signature = b64url_decode(signature).map_err(|_| WorkloadTokenError::Malformed("signature"))?;
-    // The key type fixes the algorithm (EdDSA or ES256, checked above) and
-    // the verification rules (PublicKey::verify).
-    key.verify(signing_input.as_bytes(), &signature).map_err(|_| WorkloadTokenError::BadSignature)?;
+    // The verification rules are the key type's (PublicKey::verify).
+    if !candidates.iter().any(|key| key.verify(signing_input.as_bytes(), &signature).is_ok()) {
+        return Err(WorkloadTokenError::BadSignature);
+    }
     let number =
         |name: &str| claims.get(name).and_then(Value::as_u64).ok_or(WorkloadTokenError::Malformed("iat/exp"));
     let (iat, exp) = (number("iat")?, number("exp")?);

@@ -35,9 +35,10 @@
 //! assert_eq!(err.kind(), ErrorKind::KeyUnavailable);
 //! ```
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::keyset::{KeySet, PublicKey};
+use crate::keyset::{KeySet, KeySetError, PublicKey};
 
 /// Why a key source could not answer. Messages never carry key material.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -132,6 +133,83 @@ where
 {
     fn resolve(&self, principal: &str) -> Result<Option<PublicKey>, ResolveError> {
         self(principal)
+    }
+}
+
+/// Several public keys per principal: a key history (e.g. every SVID a
+/// SPIFFE workload was issued, or a rotated KMS key beside its successor).
+/// A [`KeyResolver`] whose [`resolve_all`](KeyResolver::resolve_all)
+/// returns every key of a principal, in insertion order without
+/// duplicates: an entry verifies when any of them (of its algorithm) does.
+/// A [`KeySet`] refuses a second key under one `kid`; a ring is built from
+/// several key sets.
+///
+/// ```
+/// use kest_core::{KeyResolver, KeyRing, KeySet, PublicKey};
+/// # fn key(seed: u8) -> PublicKey {
+/// #     let sk = ed25519_dalek::SigningKey::from_bytes(&[seed; 32]);
+/// #     PublicKey::ed25519_from_bytes(sk.verifying_key().as_bytes()).unwrap()
+/// # }
+/// let (mut before, mut after) = (KeySet::new(), KeySet::new());
+/// before.insert("spiffe://demo/a", key(1)).unwrap();
+/// after.insert("spiffe://demo/a", key(2)).unwrap();
+/// let mut ring = KeyRing::new();
+/// ring.extend(&before);
+/// ring.extend(&after);
+/// ring.extend(&after); // duplicates count once
+/// assert_eq!(ring.resolve_all("spiffe://demo/a").unwrap(), vec![key(1), key(2)]);
+/// assert_eq!(ring.resolve("spiffe://demo/a").unwrap(), Some(key(1)));
+/// assert!(ring.resolve_all("spiffe://demo/b").unwrap().is_empty());
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct KeyRing {
+    keys: BTreeMap<String, Vec<PublicKey>>,
+}
+
+impl KeyRing {
+    /// An empty ring.
+    pub fn new() -> KeyRing {
+        KeyRing::default()
+    }
+
+    /// Adds a key for `principal` (a key already there is not added twice).
+    pub fn insert(&mut self, principal: impl Into<String>, key: PublicKey) {
+        let list = self.keys.entry(principal.into()).or_default();
+        if !list.contains(&key) {
+            list.push(key);
+        }
+    }
+
+    /// Adds every key of a key set.
+    pub fn extend(&mut self, keys: &KeySet) {
+        for (principal, key) in keys.iter() {
+            self.insert(principal, key.clone());
+        }
+    }
+
+    /// Adds every key of a JWKS document (see [`KeySet::from_jwks_json`]).
+    pub fn extend_from_jwks_json(&mut self, text: &str) -> Result<(), KeySetError> {
+        self.extend(&KeySet::from_jwks_json(text)?);
+        Ok(())
+    }
+
+    /// How many principals have keys.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether no principal has a key.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+impl KeyResolver for KeyRing {
+    fn resolve(&self, principal: &str) -> Result<Option<PublicKey>, ResolveError> {
+        Ok(self.keys.get(principal).and_then(|l| l.first().cloned()))
+    }
+    fn resolve_all(&self, principal: &str) -> Result<Vec<PublicKey>, ResolveError> {
+        Ok(self.keys.get(principal).cloned().unwrap_or_default())
     }
 }
 

@@ -576,7 +576,18 @@ impl Config {
         };
         let now =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        verify_workload_token(&token, self.verifier.resolver().as_ref(), audience, now).map_err(refuse)
+        let verified = verify_workload_token(&token, self.verifier.resolver().as_ref(), audience, now);
+        // A signer unknown to a refreshed key source, or whose known keys do
+        // not verify (rotated since the last fetch): one rate-limited refetch.
+        let verified = match (verified, &self.jwks) {
+            (Err(WorkloadTokenError::UnknownSigner(_) | WorkloadTokenError::BadSignature), Some(jwks))
+                if jwks.refetch_for_unknown().await =>
+            {
+                verify_workload_token(&token, self.verifier.resolver().as_ref(), audience, now)
+            }
+            (verified, _) => verified,
+        };
+        verified.map_err(refuse)
     }
 
     /// Extracts and verifies, refetching a refreshed key source once more

@@ -530,7 +530,7 @@ pub(crate) fn merge_svid(list: &mut Vec<CheckedSvid>, svid: CheckedSvid, t: i64)
 /// The keys of `list` valid at `t`, newest first, without duplicates.
 pub(crate) fn keys_valid_at<'a>(list: impl IntoIterator<Item = &'a CheckedSvid>, t: i64) -> Vec<PublicKey> {
     let mut valid: Vec<&CheckedSvid> = list.into_iter().filter(|k| k.valid_at(t)).collect();
-    valid.sort_by(|a, b| b.not_after.cmp(&a.not_after));
+    valid.sort_by_key(|k| std::cmp::Reverse(k.not_after));
     let mut keys: Vec<PublicKey> = Vec::with_capacity(valid.len());
     for k in valid {
         if !keys.contains(&k.key) {

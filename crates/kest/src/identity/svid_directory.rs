@@ -224,10 +224,10 @@ impl SvidDirectoryResolver {
         };
         {
             let checked = self.checked.read().map_err(|_| self.poisoned())?;
-            if current(&checked) {
-                if let Some(c) = checked.as_ref() {
-                    return Ok(f(&c.keys));
-                }
+            if current(&checked)
+                && let Some(c) = checked.as_ref()
+            {
+                return Ok(f(&c.keys));
             }
         }
         let mut checked = self.checked.write().map_err(|_| self.poisoned())?;

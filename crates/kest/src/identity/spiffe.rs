@@ -621,6 +621,7 @@ impl SpiffeBundleResolver {
 
     /// Increases on every bundle update (cached checks made against an
     /// older bundle are redone).
+    #[cfg_attr(not(feature = "http"), expect(dead_code, reason = "used by the SVID directory (http)"))]
     pub(crate) fn generation(&self) -> u64 {
         self.generation.load(std::sync::atomic::Ordering::Acquire)
     }

@@ -562,16 +562,41 @@ pub(crate) fn keys_valid_at<'a>(list: impl IntoIterator<Item = &'a CheckedSvid>,
 ///
 /// ```
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::SystemTime;
 /// use kest::identity::SpiffeBundleResolver;
 /// use kest_core::KeyResolver as _;
-/// # let ca_der: Vec<u8> = Vec::new();
-/// // `ca_der`: the trust domain's CA certificates (DER), e.g. the
-/// // Workload API's `bundle`.
-/// match SpiffeBundleResolver::new("example.org", &ca_der) {
-///     Ok(resolver) => assert!(resolver.resolve_all("spiffe://example.org/a")?.is_empty()),
-///     // An empty or malformed bundle is refused.
-///     Err(e) => assert!(e.to_string().contains("bundle")),
-/// }
+/// use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
+///
+/// // A trust domain CA (the Workload API's `bundle`), minted here with rcgen.
+/// let ca_cert = |name: &str| -> Result<(CertificateParams, KeyPair), rcgen::Error> {
+///     let mut params = CertificateParams::new(Vec::<String>::new())?;
+///     params.distinguished_name.push(DnType::CommonName, name);
+///     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+///     Ok((params, KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?))
+/// };
+/// let (params, key) = ca_cert("example.org CA")?;
+/// let ca_der = params.self_signed(&key)?.der().to_vec();
+/// let ca = Issuer::new(params, key);
+/// // Two X509-SVIDs of one workload: before and after a rotation.
+/// let svid = || -> Result<Vec<u8>, rcgen::Error> {
+///     let mut params = CertificateParams::new(Vec::<String>::new())?;
+///     params.subject_alt_names = vec![SanType::URI("spiffe://example.org/web".try_into()?)];
+///     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+///     Ok(params.signed_by(&key, &ca)?.der().to_vec())
+/// };
+/// let resolver = SpiffeBundleResolver::new("example.org", &ca_der)?;
+/// resolver.add_svid(&svid()?, SystemTime::now())?;
+/// resolver.add_svid(&svid()?, SystemTime::now())?;
+/// // Both keys are valid during the overlap.
+/// assert_eq!(resolver.resolve_all("spiffe://example.org/web")?.len(), 2);
+/// // A chain from another CA is refused.
+/// let (params, key) = ca_cert("another CA")?;
+/// let other_der = params.self_signed(&key)?.der().to_vec();
+/// let other = SpiffeBundleResolver::new("example.org", &other_der)?;
+/// assert!(other.add_svid(&svid()?, SystemTime::now()).is_err());
+/// // A bundle update without the CA drops both keys.
+/// assert_eq!(resolver.set_bundle(&other_der, SystemTime::now())?, 2);
+/// assert!(resolver.resolve_all("spiffe://example.org/web")?.is_empty());
 /// # Ok(()) }
 /// ```
 pub struct SpiffeBundleResolver {
@@ -640,6 +665,10 @@ impl SpiffeBundleResolver {
     pub fn set_bundle(&self, bundle_der: &[u8], now: SystemTime) -> Result<usize, SpiffeError> {
         let bundle = Arc::new(parse_bundle(bundle_der)?);
         let mut keys = self.keys.write().map_err(|_| SpiffeError::NoSvid)?;
+        if *self.bundle() == *bundle {
+            // The same CAs (the stream repeats the bundle with every SVID).
+            return Ok(0);
+        }
         if let Ok(mut current) = self.bundle.write() {
             *current = bundle.clone();
         }

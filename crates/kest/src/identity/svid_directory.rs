@@ -157,6 +157,43 @@ impl SvidDirectoryResolver {
     /// or is not a directory document); `bundle` holds the trust bundle its
     /// chains are checked against; `client` fetches URLs (default: a
     /// rustls client).
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::sync::Arc;
+    /// use kest::http::{JwksSource, RefreshPolicy};
+    /// use kest::identity::svid_directory::directory_document;
+    /// use kest::identity::{SpiffeBundleResolver, SvidDirectoryResolver};
+    /// use kest_core::KeyResolver as _;
+    /// use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
+    ///
+    /// // The trust domain's CA and a peer's SVID chain, minted with rcgen.
+    /// let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    /// ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    /// let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    /// let ca_der = ca.self_signed(&ca_key)?.der().to_vec();
+    /// let ca = Issuer::new(ca, ca_key);
+    /// let mut leaf = CertificateParams::new(Vec::<String>::new())?;
+    /// leaf.subject_alt_names = vec![SanType::URI("spiffe://example.org/peer".try_into()?)];
+    /// let peer_chain = leaf.signed_by(&KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?, &ca)?.der().to_vec();
+    ///
+    /// // A directory document in a file (usually an https URL).
+    /// let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("svids.json");
+    /// std::fs::write(&path, directory_document([("spiffe://example.org/peer", peer_chain.as_slice())]).to_string())?;
+    ///
+    /// let bundle = Arc::new(SpiffeBundleResolver::new("example.org", &ca_der)?);
+    /// let runtime = tokio::runtime::Runtime::new()?;
+    /// let keys = runtime.block_on(SvidDirectoryResolver::load(
+    ///     JwksSource::file(&path),
+    ///     bundle,
+    ///     RefreshPolicy::default(),
+    ///     None,
+    /// ))?;
+    /// assert_eq!(keys.resolve_all("spiffe://example.org/peer")?.len(), 1);
+    /// assert_eq!(keys.refused(), 0);
+    /// # Ok(()) }
+    /// ```
     pub async fn load(
         directory: JwksSource,
         bundle: Arc<SpiffeBundleResolver>,

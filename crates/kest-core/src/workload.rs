@@ -198,6 +198,36 @@ mod tests {
     }
 
     #[test]
+    fn any_key_of_a_rotation_overlap_verifies_a_token() {
+        use crate::{Es256Signer, KeyRing};
+        let old = Ed25519Signer::from_seed("spiffe://t/a", [1; 32]);
+        let new = Ed25519Signer::from_seed("spiffe://t/a", [3; 32]);
+        let token = mint_workload_token(&old, "http://svc", DEFAULT_TOKEN_TTL, 1000).unwrap();
+        let mut ring = KeyRing::new();
+        ring.insert("spiffe://t/a", new.public_key().unwrap());
+        assert_eq!(
+            verify_workload_token(&token, &ring, "http://svc", 1000),
+            Err(WorkloadTokenError::BadSignature)
+        );
+        ring.insert("spiffe://t/a", old.public_key().unwrap());
+        assert_eq!(verify_workload_token(&token, &ring, "http://svc", 1000).unwrap(), "spiffe://t/a");
+        // Only keys of another type: the algorithm is refused.
+        let mut p256 = KeyRing::new();
+        p256.insert(
+            "spiffe://t/a",
+            Es256Signer::from_scalar("spiffe://t/a", [7; 32]).unwrap().public_key().unwrap(),
+        );
+        assert_eq!(
+            verify_workload_token(&token, &p256, "http://svc", 1000),
+            Err(WorkloadTokenError::Malformed("alg"))
+        );
+        assert_eq!(
+            verify_workload_token(&token, &KeyRing::new(), "http://svc", 1000).unwrap_err().kind(),
+            "unknown_workload"
+        );
+    }
+
+    #[test]
     fn every_defect_is_refused() {
         let a = Ed25519Signer::from_seed("spiffe://t/a", [1; 32]);
         let b = Ed25519Signer::from_seed("spiffe://t/b", [2; 32]);

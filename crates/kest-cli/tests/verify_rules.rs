@@ -255,3 +255,34 @@ fn viz_and_inspect_survive_hostile_strings() {
     assert_eq!(kest_cli::render::short("ééé", 2), "éé");
     assert_eq!(kest_cli::render::short("ab", 8), "ab");
 }
+
+#[test]
+fn key_history_accepts_a_principal_with_keys_in_several_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A's key rotated between the two entries: each generation in its own file.
+    let (old, new) = (Ed25519Signer::from_seed(A, [7; 32]), Ed25519Signer::from_seed(A, [8; 32]));
+    let mut p = Passport::new();
+    p.record(&EntryDraft::new("before"), &old, &TrustRules::default()).unwrap();
+    p.record(&EntryDraft::new("after"), &new, &TrustRules::default()).unwrap();
+    std::fs::write(d.join("p.json"), p.to_json()).unwrap();
+    for (name, s) in [("gen-0.json", &old), ("gen-1.json", &new)] {
+        let mut keys = KeySet::new();
+        keys.insert(A, s.public_key().unwrap()).unwrap();
+        std::fs::write(d.join(name), keys.to_jwks().to_string()).unwrap();
+    }
+    let both = ["--keys", "gen-0.json", "--keys", "gen-1.json"];
+    // Without --key-history the same kid twice is a usage error.
+    let out = kest_in(d, &[&["verify"][..], &both, &["p.json"]].concat());
+    assert_eq!(code(&out), 2, "{}", String::from_utf8_lossy(&out.stderr));
+    let out = kest_in(d, &[&["verify", "--key-history", "--semantic"][..], &both, &["p.json"]].concat());
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
+    // One generation only: the other entry fails, naming the signer.
+    for (keys, index) in [("gen-1.json", 0), ("gen-0.json", 1)] {
+        let out = kest_in(d, &["verify", "--key-history", "--format", "json", "--keys", keys, "p.json"]);
+        assert_eq!(code(&out), 1);
+        let report = json_out(&out);
+        assert_eq!((report["kind"].as_str(), report["index"].as_u64()), (Some("bad_signature"), Some(index)));
+        assert!(report["message"].as_str().unwrap().contains(A), "{report}");
+    }
+}

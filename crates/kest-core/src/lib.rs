@@ -76,7 +76,7 @@ pub use passport::{
     AppendError, DraftError, Entry, EntryDraft, Limits, Parents, Passport, RecordError, SignedEntry,
     UnverifiedPassport, prepare_entry, sign_entry,
 };
-pub use resolve::{KeyResolver, ResolveError};
+pub use resolve::{KeyResolver, KeyRing, ResolveError};
 pub use signer::{Algorithm, Ed25519Signer, Es256Signer, LocalSigner, SignError, Signer};
 pub use trust::{
     DEFAULT_ORIGINS, MISSING_ROOT_ORIGIN_SCORE, MISSING_SELF_SCORE, OriginError, OriginMap, TrustEvaluator,

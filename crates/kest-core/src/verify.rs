@@ -81,7 +81,8 @@ impl std::fmt::Debug for Verifier {
 }
 
 /// Keys resolved during one `verify` call: each principal is asked once.
-type ResolvedKeys = HashMap<String, Result<Option<PublicKey>, ResolveError>>;
+/// Every key valid for the principal (several during a rotation overlap).
+type ResolvedKeys = HashMap<String, Result<Vec<PublicKey>, ResolveError>>;
 
 /// Entries in the first wave of pass 1 (see [`Verifier::verify`]).
 const FIRST_WAVE: usize = 128;
@@ -156,8 +157,13 @@ struct SignatureCheck {
     index: usize,
     entry: Arc<Entry>,
     signature: [u8; 64],
+    /// The key the signature is checked with first (after the check: the
+    /// one it verified under, if any).
     key: PublicKey,
     key_id: KeyId,
+    /// The other keys of the entry's algorithm resolved for its principal
+    /// (a rotation overlap), tried when `key` does not verify.
+    others: Vec<PublicKey>,
     state: SignatureState,
 }
 
@@ -439,23 +445,33 @@ impl Verifier {
         let found = match resolved.get(principal) {
             Some(found) => found.clone(),
             None => {
-                let found = self.resolver.resolve(principal);
+                let found = self.resolver.resolve_all(principal);
                 resolved.insert(principal.to_owned(), found.clone());
                 found
             }
         };
-        let key = match found {
-            Ok(Some(key)) => key,
-            Ok(None) => return Err(EntryError::UnknownSigner(principal.to_owned())),
+        let keys = match found {
+            Ok(keys) => keys,
             Err(source) => {
                 return Err(EntryError::KeyUnavailable { principal: principal.to_owned(), source });
             }
         };
-        if entry.header.alg != key.allowed_alg() {
+        let Some(first) = keys.first() else {
+            return Err(EntryError::UnknownSigner(principal.to_owned()));
+        };
+        // The algorithm is fixed by key type: only keys of the entry's
+        // algorithm are candidates (a rotation overlap may offer several).
+        let mut candidates: Vec<PublicKey> = Vec::with_capacity(keys.len());
+        for key in &keys {
+            if entry.header.alg == key.allowed_alg() && !candidates.contains(key) {
+                candidates.push(key.clone());
+            }
+        }
+        if candidates.is_empty() {
             return Err(EntryError::AlgorithmNotAllowed {
                 alg: entry.header.alg.clone(),
                 principal: principal.to_owned(),
-                allowed: key.allowed_alg(),
+                allowed: first.allowed_alg(),
             });
         }
         if let Some(kid) = &entry.header.kid
@@ -463,8 +479,15 @@ impl Verifier {
         {
             return Err(EntryError::KidMismatch { kid: kid.clone(), principal: principal.to_owned() });
         }
+        // The key the cache saw it verify under, else the one pass 1
+        // checked (a static key set), else the first candidate.
+        let position =
+            |wanted: Option<KeyId>| wanted.and_then(|id| candidates.iter().position(|k| KeyId::of(k) == id));
+        let cache_hit = position(cached_key).is_some();
+        let primary = position(cached_key).or(position(checked.map(|(id, _)| id))).unwrap_or(0);
+        let key = candidates.swap_remove(primary);
+        let others = candidates;
         let key_id = KeyId::of(&key);
-        let cache_hit = cached_key == Some(key_id);
         let pending = if cache_hit {
             // These bytes verified under this very key before.
             None
@@ -475,16 +498,14 @@ impl Verifier {
             }
             .map_err(EntryError::SignatureLength)?;
             let state = match checked {
-                Some((checked_with, ok)) if checked_with == key_id => {
-                    if ok {
-                        SignatureState::Good
-                    } else {
-                        SignatureState::Bad
-                    }
+                Some((checked_with, true)) if checked_with == key_id => SignatureState::Good,
+                // Refused under the only candidate; with others, try them.
+                Some((checked_with, false)) if checked_with == key_id && others.is_empty() => {
+                    SignatureState::Bad
                 }
                 _ => SignatureState::Pending,
             };
-            Some((raw, key, state))
+            Some((raw, key, others, state))
         };
 
         // Linkage.
@@ -504,8 +525,16 @@ impl Verifier {
         if let Some(cache) = &self.cache {
             cache.count(cache_hit);
         }
-        if let Some((signature, key, state)) = pending {
-            signatures.push(SignatureCheck { index, entry: entry.clone(), signature, key, key_id, state });
+        if let Some((signature, key, others, state)) = pending {
+            signatures.push(SignatureCheck {
+                index,
+                entry: entry.clone(),
+                signature,
+                key,
+                key_id,
+                others,
+                state,
+            });
         }
         Ok(entry)
     }
@@ -699,6 +728,11 @@ fn signing_input(jws: &str) -> &[u8] {
     jws.rsplit_once('.').map_or(&b""[..], |(input, _)| input.as_bytes())
 }
 
+/// The position of the first of `keys` the entry's signature verifies under.
+fn first_good(entry: &Entry, signature: &[u8; 64], keys: &[PublicKey]) -> Option<usize> {
+    keys.iter().position(|key| key.verify(signing_input(entry.jws()), signature).is_ok())
+}
+
 /// Verifies the pending signatures with `verify_strict` (cofactorless, no
 /// small-order `R` or key), spread over the cores, and marks each good or
 /// bad.
@@ -718,19 +752,39 @@ fn check_pending(signatures: &mut [SignatureCheck]) {
     if pending.is_empty() {
         return;
     }
-    let items: Vec<(Arc<Entry>, [u8; 64], PublicKey)> =
-        pending.iter().map(|s| (s.entry.clone(), s.signature, s.key.clone())).collect();
+    type Item = (Arc<Entry>, [u8; 64], Vec<PublicKey>);
+    let items: Vec<Item> = pending
+        .iter()
+        .map(|s| {
+            let keys = std::iter::once(&s.key).chain(&s.others).cloned().collect();
+            (s.entry.clone(), s.signature, keys)
+        })
+        .collect();
     let extra = if items.len() >= 2 { pool::threads() - 1 } else { 0 };
-    let good = pool::map(items, extra, |(entry, signature, key): &(Arc<Entry>, [u8; 64], PublicKey)| {
-        key.verify(signing_input(entry.jws()), signature).is_ok()
-    });
+    let good = pool::map(items, extra, |(entry, signature, keys): &Item| first_good(entry, signature, keys));
     let mut good = good.into_iter();
     for s in signatures.iter_mut().filter(|s| s.state == SignatureState::Pending) {
-        let ok = match good.next() {
-            Some(Some(ok)) => ok,
+        let found = match good.next() {
+            Some(Some(found)) => found,
             // Lost with a helper that panicked: check it here.
-            _ => s.key.verify(signing_input(s.entry.jws()), &s.signature).is_ok(),
+            _ => {
+                let keys: Vec<PublicKey> = std::iter::once(&s.key).chain(&s.others).cloned().collect();
+                first_good(&s.entry, &s.signature, &keys)
+            }
         };
-        s.state = if ok { SignatureState::Good } else { SignatureState::Bad };
+        s.state = match found {
+            Some(0) => SignatureState::Good,
+            Some(n) => match s.others.get(n - 1) {
+                Some(key) => {
+                    // Verified under another key of the overlap: that one is
+                    // the entry's key (for the cache).
+                    s.key = key.clone();
+                    s.key_id = KeyId::of(key);
+                    SignatureState::Good
+                }
+                None => SignatureState::Bad,
+            },
+            None => SignatureState::Bad,
+        };
     }
 }

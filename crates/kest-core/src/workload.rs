@@ -153,17 +153,21 @@ pub fn verify_workload_token(
     if text(&claims, "sub").as_deref() != Some(kid.as_str()) {
         return Err(WorkloadTokenError::Malformed("sub is not the signer"));
     }
-    let key = keys
-        .resolve(&kid)
-        .map_err(|_| WorkloadTokenError::KeyUnavailable)?
-        .ok_or_else(|| WorkloadTokenError::UnknownSigner(kid.clone()))?;
-    if alg != key.allowed_alg() {
+    let keys = keys.resolve_all(&kid).map_err(|_| WorkloadTokenError::KeyUnavailable)?;
+    if keys.is_empty() {
+        return Err(WorkloadTokenError::UnknownSigner(kid));
+    }
+    // The key type fixes the algorithm (EdDSA or ES256): only keys of the
+    // token's algorithm are candidates (several during a rotation overlap).
+    let candidates: Vec<_> = keys.iter().filter(|key| alg == key.allowed_alg()).collect();
+    if candidates.is_empty() {
         return Err(WorkloadTokenError::Malformed("alg"));
     }
     let signature = b64url_decode(signature).map_err(|_| WorkloadTokenError::Malformed("signature"))?;
-    // The key type fixes the algorithm (EdDSA or ES256, checked above) and
-    // the verification rules (PublicKey::verify).
-    key.verify(signing_input.as_bytes(), &signature).map_err(|_| WorkloadTokenError::BadSignature)?;
+    // The verification rules are the key type's (PublicKey::verify).
+    if !candidates.iter().any(|key| key.verify(signing_input.as_bytes(), &signature).is_ok()) {
+        return Err(WorkloadTokenError::BadSignature);
+    }
     let number =
         |name: &str| claims.get(name).and_then(Value::as_u64).ok_or(WorkloadTokenError::Malformed("iat/exp"));
     let (iat, exp) = (number("iat")?, number("exp")?);
@@ -191,6 +195,36 @@ mod tests {
             keys.insert(id.principal(), id.public_key().unwrap()).unwrap();
         }
         keys
+    }
+
+    #[test]
+    fn any_key_of_a_rotation_overlap_verifies_a_token() {
+        use crate::{Es256Signer, KeyRing};
+        let old = Ed25519Signer::from_seed("spiffe://t/a", [1; 32]);
+        let new = Ed25519Signer::from_seed("spiffe://t/a", [3; 32]);
+        let token = mint_workload_token(&old, "http://svc", DEFAULT_TOKEN_TTL, 1000).unwrap();
+        let mut ring = KeyRing::new();
+        ring.insert("spiffe://t/a", new.public_key().unwrap());
+        assert_eq!(
+            verify_workload_token(&token, &ring, "http://svc", 1000),
+            Err(WorkloadTokenError::BadSignature)
+        );
+        ring.insert("spiffe://t/a", old.public_key().unwrap());
+        assert_eq!(verify_workload_token(&token, &ring, "http://svc", 1000).unwrap(), "spiffe://t/a");
+        // Only keys of another type: the algorithm is refused.
+        let mut p256 = KeyRing::new();
+        p256.insert(
+            "spiffe://t/a",
+            Es256Signer::from_scalar("spiffe://t/a", [7; 32]).unwrap().public_key().unwrap(),
+        );
+        assert_eq!(
+            verify_workload_token(&token, &p256, "http://svc", 1000),
+            Err(WorkloadTokenError::Malformed("alg"))
+        );
+        assert_eq!(
+            verify_workload_token(&token, &KeyRing::new(), "http://svc", 1000).unwrap_err().kind(),
+            "unknown_workload"
+        );
     }
 
     #[test]

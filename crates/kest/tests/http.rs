@@ -1080,3 +1080,90 @@ async fn inner_services_authenticate_their_callers_with_workload_tokens() {
     assert_eq!(body["error"], "tip_not_signed_by_peer");
     assert!(!ran.load(Ordering::SeqCst));
 }
+
+/// A key source whose key for a principal rotated after the last fetch:
+/// the entry (or workload token) signed with the new key does not verify
+/// under the old one (`bad_signature`, not `unknown_signer`), so the layer
+/// refetches once (rate-limited) and verifies again; the old key's
+/// signatures are then refused.
+#[tokio::test]
+async fn a_key_rotated_at_the_source_is_refetched_for_passports_and_workload_tokens() {
+    use kest::http::{JwksKeyResolver, JwksSource};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jwks.json");
+    std::fs::write(&path, kest_keys().to_jwks().to_string()).unwrap();
+    // Refreshed only when a signature needs it (the interval is an hour).
+    let policy = RefreshPolicy::default()
+        .refresh_interval(Duration::from_secs(3600))
+        .min_refetch_interval(Duration::ZERO);
+    let keys = Arc::new(JwksKeyResolver::load(JwksSource::file(&path), policy, None).await.unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    let layer = LineageLayer::builder()
+        .refreshing_key_resolver(keys)
+        .authenticate_peers(origin.clone())
+        .build()
+        .await
+        .unwrap();
+    let ran = Arc::new(AtomicBool::new(false));
+    let app = echo_app(ran.clone()).layer(layer);
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let url = format!("{origin}/");
+
+    // CLIENT's key rotates at the source (same kid, another key).
+    let rotated = Ed25519Signer::from_seed(CLIENT, [99u8; 32]);
+    let mut jwks = KeySet::new();
+    jwks.insert(CLIENT, rotated.public_key().unwrap()).unwrap();
+    jwks.insert(SERVICE_A, service_a_identity().public_key().unwrap()).unwrap();
+    std::fs::write(&path, jwks.to_jwks().to_string()).unwrap();
+
+    // The client, on its new key: its workload token and its passport
+    // verify after one refetch.
+    let client_identity: Arc<dyn kest::identity::IdentityProvider> =
+        Arc::new(StaticIdentity::from_seed(CLIENT, [99u8; 32]));
+    let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
+        .with(KestPropagationMiddleware::new(Propagator::new()).workload_identity(client_identity))
+        .build();
+    let mut passport = Passport::new();
+    passport.record(&EntryDraft::new("client.start"), &rotated, &TrustRules::default()).unwrap();
+    let response = Lineage::from_passport(passport).scope(client.get(&url).send()).await.unwrap();
+    assert_eq!(response.status(), 200, "{:?}", response.text().await);
+    assert!(ran.swap(false, Ordering::SeqCst));
+
+    // The old key's passport is refused now (the handler never runs).
+    let response = Lineage::from_passport(client_passport()).scope(client.get(&url).send()).await.unwrap();
+    assert_eq!(response.status(), 403);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "bad_signature", "{body}");
+    assert!(!ran.load(Ordering::SeqCst));
+}
+
+#[tokio::test]
+async fn a_key_rotated_at_the_source_is_refetched_for_a_passport() {
+    use kest::http::{JwksKeyResolver, JwksSource};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jwks.json");
+    std::fs::write(&path, kest_keys().to_jwks().to_string()).unwrap();
+    let policy = RefreshPolicy::default()
+        .refresh_interval(Duration::from_secs(3600))
+        .min_refetch_interval(Duration::ZERO);
+    let keys = Arc::new(JwksKeyResolver::load(JwksSource::file(&path), policy, None).await.unwrap());
+    let layer = LineageLayer::builder().refreshing_key_resolver(keys).build().await.unwrap();
+    let ran = Arc::new(AtomicBool::new(false));
+    let url = serve(echo_app(ran.clone()).layer(layer)).await;
+    let old = baggage_for(&client_passport()).await;
+    assert_eq!(get_with(&url, &[("baggage", old.clone())]).await.0, 200);
+
+    // CLIENT's key rotates at the source; a passport on the new key is
+    // accepted after one refetch, and the old key's is refused.
+    let rotated = Ed25519Signer::from_seed(CLIENT, [98u8; 32]);
+    let mut jwks = KeySet::new();
+    jwks.insert(CLIENT, rotated.public_key().unwrap()).unwrap();
+    std::fs::write(&path, jwks.to_jwks().to_string()).unwrap();
+    let mut passport = Passport::new();
+    passport.record(&EntryDraft::new("client.start"), &rotated, &TrustRules::default()).unwrap();
+    let (status, body, _) = get_with(&url, &[("baggage", baggage_for(&passport).await)]).await;
+    assert_eq!(status, 200, "{body}");
+    ran.store(false, Ordering::SeqCst);
+    assert_rejected(&get_with(&url, &[("baggage", old)]).await, 403, "bad_signature", &ran);
+}

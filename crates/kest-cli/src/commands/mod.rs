@@ -87,6 +87,20 @@ pub(crate) fn load_keys(paths: &[PathBuf]) -> Result<KeySet, CliError> {
     Ok(keys)
 }
 
+/// A key ring from key files: the same principal may have a key in several
+/// files (a key history), e.g. one JWKS per SVID rotation.
+pub(crate) fn load_key_ring(paths: &[PathBuf]) -> Result<kest_core::KeyRing, CliError> {
+    let mut ring = kest_core::KeyRing::new();
+    for path in paths {
+        let set = kest::keyfile::load_public_keys(path).map_err(CliError::from_display)?;
+        ring.extend(&set);
+    }
+    if ring.is_empty() {
+        return Err(CliError("the key files hold no key".into()));
+    }
+    Ok(ring)
+}
+
 /// The strict verifier of `verify` and `audit`: `keys`, deployment
 /// `origins`, the sanitizer set (when not empty) and strict origins.
 pub(crate) fn verifier(
@@ -96,8 +110,28 @@ pub(crate) fn verifier(
     strict_origins: bool,
     semantic: bool,
 ) -> kest_core::Verifier {
-    let verifier =
-        kest_core::Verifier::new(keys).semantic(semantic).origins(origins).strict_origins(strict_origins);
+    configure(kest_core::Verifier::new(keys), origins, sanitizers, strict_origins, semantic)
+}
+
+/// [`verifier`] over any key resolver (`kest verify --key-history`).
+pub(crate) fn resolver_verifier(
+    keys: std::sync::Arc<dyn kest_core::KeyResolver>,
+    origins: OriginMap,
+    sanitizers: &[String],
+    strict_origins: bool,
+    semantic: bool,
+) -> kest_core::Verifier {
+    configure(kest_core::Verifier::with_resolver(keys), origins, sanitizers, strict_origins, semantic)
+}
+
+fn configure(
+    verifier: kest_core::Verifier,
+    origins: OriginMap,
+    sanitizers: &[String],
+    strict_origins: bool,
+    semantic: bool,
+) -> kest_core::Verifier {
+    let verifier = verifier.semantic(semantic).origins(origins).strict_origins(strict_origins);
     if sanitizers.is_empty() { verifier } else { verifier.sanitizers(sanitizers.iter().cloned()) }
 }
 

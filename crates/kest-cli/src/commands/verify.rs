@@ -24,6 +24,11 @@ pub struct VerifyArgs {
     /// JWKS (or JWK) file with the signers' public keys (kid = principal); repeatable.
     #[arg(long = "keys", value_name = "JWKS", required = true)]
     pub keys: Vec<PathBuf>,
+    /// The --keys files are a key history: the same principal (kid) may have a key in several
+    /// files (e.g. one JWKS per SVID rotation), and an entry verifies when any of its
+    /// principal's keys of its algorithm does. Without it a kid in two files is an error.
+    #[arg(long)]
+    pub key_history: bool,
     /// Also check lineage semantics: taints and trust scores recomputed from the parents.
     #[arg(long)]
     pub semantic: bool,
@@ -104,7 +109,7 @@ pub fn run(args: &VerifyArgs) -> Result<Exit, CliError> {
 type Verdict = Result<(Passport, Option<(Bound, IdentityClaims)>), Invalid>;
 
 fn verify(args: &VerifyArgs) -> Result<Verdict, CliError> {
-    let keys = load_keys(&args.keys)?;
+    let keys = if args.key_history { None } else { Some(load_keys(&args.keys)?) };
     let origins = parse_origins(&args.origins)?;
     let limits = Limits::default();
     let text = read_input(&args.input, limits.max_passport_bytes)?;
@@ -117,8 +122,17 @@ fn verify(args: &VerifyArgs) -> Result<Verdict, CliError> {
         (text, None)
     };
     let semantic = args.semantic || !args.sanitizers.is_empty() || args.strict_origins;
-    let verifier =
-        super::verifier(keys, origins, &args.sanitizers, args.strict_origins, semantic).limits(limits);
+    let verifier = match keys {
+        Some(keys) => super::verifier(keys, origins, &args.sanitizers, args.strict_origins, semantic),
+        None => super::resolver_verifier(
+            std::sync::Arc::new(super::load_key_ring(&args.keys)?),
+            origins,
+            &args.sanitizers,
+            args.strict_origins,
+            semantic,
+        ),
+    }
+    .limits(limits);
     let passport = match verifier.verify_json(&passport_json) {
         Ok(p) => p,
         Err(e) => {

@@ -70,6 +70,46 @@ impl JwksKeyResolver {
     }
 }
 
+/// A [`KeyResolver`] whose source is refetched: the lineage layers
+/// ([`LineageLayerBuilder::refreshing_key_resolver`]) call
+/// [`refresh_if_due`](Self::refresh_if_due) once per request before any key
+/// is resolved, and [`refetch_for_unknown`](Self::refetch_for_unknown) when
+/// a passport names a signer the keys do not know or whose keys do not
+/// verify its entry (a key rotated after the last fetch), then verify once
+/// more. Implemented by [`JwksKeyResolver`] and, with the `spiffe` feature,
+/// by the SVID directory resolver.
+///
+/// ```
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::sync::Arc;
+/// use kest::http::{JwksKeyResolver, JwksSource, LineageLayer, RefreshPolicy, RefreshingKeyResolver};
+/// # let jwks = r#"{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"spiffe://demo/a","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#;
+/// let keys = Arc::new(JwksKeyResolver::load(JwksSource::json(jwks), RefreshPolicy::default(), None).await?);
+/// keys.refresh_if_due().await; // an inline document is never refetched
+/// let layer = LineageLayer::builder().refreshing_key_resolver(keys).build().await?;
+/// # let _ = layer; Ok(()) }
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(run()).unwrap();
+/// ```
+///
+/// [`LineageLayerBuilder::refreshing_key_resolver`]: super::LineageLayerBuilder::refreshing_key_resolver
+#[async_trait::async_trait]
+pub trait RefreshingKeyResolver: KeyResolver {
+    /// Refetches when the keys are older than the refresh interval.
+    async fn refresh_if_due(&self);
+    /// Refetches now (rate-limited); returns whether new keys were loaded.
+    async fn refetch_for_unknown(&self) -> bool;
+}
+
+#[async_trait::async_trait]
+impl RefreshingKeyResolver for JwksKeyResolver {
+    async fn refresh_if_due(&self) {
+        self.jwks.refresh_if_due().await;
+    }
+    async fn refetch_for_unknown(&self) -> bool {
+        self.jwks.refetch("unknown signer").await
+    }
+}
+
 impl KeyResolver for JwksKeyResolver {
     fn resolve(&self, principal: &str) -> Result<Option<PublicKey>, ResolveError> {
         let loaded = self.jwks.snapshot().map_err(|stale| ResolveError::Stale {

@@ -94,7 +94,7 @@ use tower::{Layer, Service};
 use super::future::{Check, Finish, Gate, ResponseFuture};
 use super::identity_layer::{TokenError, TokenVerifier, VerifiedIdentity, bearer_token};
 use super::jwks::{JwksError, JwksSource};
-use super::key_resolver::JwksKeyResolver;
+use super::key_resolver::{JwksKeyResolver, RefreshingKeyResolver};
 use super::refresh::RefreshPolicy;
 use super::traceparent::{TRACEPARENT, TraceParent};
 use super::workload::{WorkloadTokenError, verify_workload_token};
@@ -154,7 +154,8 @@ pub enum Role {
 struct Config {
     propagator: Propagator,
     verifier: Verifier,
-    jwks: Option<Arc<JwksKeyResolver>>,
+    /// A key source that is refetched (a JWKS, an SVID directory).
+    jwks: Option<Arc<dyn RefreshingKeyResolver>>,
     role: Role,
     peer_audience: Option<String>,
     tokens: Option<Arc<TokenVerifier>>,
@@ -179,6 +180,7 @@ enum KeySource {
     Set(KeySet),
     Jwks(JwksSource),
     Resolver(Arc<dyn KeyResolver>),
+    Refreshing(Arc<dyn KeyResolver>, Arc<dyn RefreshingKeyResolver>),
 }
 
 impl std::fmt::Debug for KeySource {
@@ -187,6 +189,7 @@ impl std::fmt::Debug for KeySource {
             KeySource::Set(keys) => f.debug_tuple("Set").field(&keys.len()).finish(),
             KeySource::Jwks(source) => f.debug_tuple("Jwks").field(&source.to_string()).finish(),
             KeySource::Resolver(_) => f.write_str("Resolver"),
+            KeySource::Refreshing(..) => f.write_str("RefreshingResolver"),
         }
     }
 }
@@ -239,6 +242,19 @@ impl LineageLayerBuilder {
     /// Verifies passports with keys from this resolver (SPEC §8).
     pub fn key_resolver(mut self, resolver: Arc<dyn KeyResolver>) -> Self {
         self.keys = Some(KeySource::Resolver(resolver));
+        self
+    }
+
+    /// Verifies passports with keys from this resolver, kept fresh by the
+    /// layer (SPEC §8): [`RefreshingKeyResolver::refresh_if_due`] once per
+    /// request before any key is resolved, and one
+    /// [`RefreshingKeyResolver::refetch_for_unknown`] (rate-limited by the
+    /// resolver) when a passport names a signer it does not know or whose
+    /// keys do not verify its entry, then the passport is verified once
+    /// more. E.g. a [`JwksKeyResolver`] or, with the `spiffe` feature, a
+    /// `kest::identity::SvidDirectoryResolver`.
+    pub fn refreshing_key_resolver<R: RefreshingKeyResolver + 'static>(mut self, resolver: Arc<R>) -> Self {
+        self.keys = Some(KeySource::Refreshing(resolver.clone(), resolver));
         self
     }
 
@@ -373,7 +389,8 @@ impl LineageLayerBuilder {
         tokens: Option<Arc<TokenVerifier>>,
         require_token: bool,
     ) -> Result<LineageLayer, HttpConfigError> {
-        let (resolver, jwks): (Arc<dyn KeyResolver>, Option<Arc<JwksKeyResolver>>) = match self.keys {
+        let (resolver, jwks): (Arc<dyn KeyResolver>, Option<Arc<dyn RefreshingKeyResolver>>) = match self.keys
+        {
             None => return Err(HttpConfigError::NoKeySet),
             Some(KeySource::Set(keys)) => {
                 if keys.is_empty() {
@@ -382,9 +399,10 @@ impl LineageLayerBuilder {
                 (Arc::new(keys), None)
             }
             Some(KeySource::Resolver(resolver)) => (resolver, None),
+            Some(KeySource::Refreshing(resolver, refreshing)) => (resolver, Some(refreshing)),
             Some(KeySource::Jwks(source)) => {
                 let jwks = Arc::new(JwksKeyResolver::load(source, self.refresh, self.client).await?);
-                (jwks.clone(), Some(jwks))
+                (jwks.clone(), Some(jwks as Arc<dyn RefreshingKeyResolver>))
             }
         };
         let origins = self.origins.unwrap_or_default();
@@ -558,11 +576,23 @@ impl Config {
         };
         let now =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        verify_workload_token(&token, self.verifier.resolver().as_ref(), audience, now).map_err(refuse)
+        let verified = verify_workload_token(&token, self.verifier.resolver().as_ref(), audience, now);
+        // A signer unknown to a refreshed key source, or whose known keys do
+        // not verify (rotated since the last fetch): one rate-limited refetch.
+        let verified = match (verified, &self.jwks) {
+            (Err(WorkloadTokenError::UnknownSigner(_) | WorkloadTokenError::BadSignature), Some(jwks))
+                if jwks.refetch_for_unknown().await =>
+            {
+                verify_workload_token(&token, self.verifier.resolver().as_ref(), audience, now)
+            }
+            (verified, _) => verified,
+        };
+        verified.map_err(refuse)
     }
 
-    /// Extracts and verifies, refetching a JWKS key source once more for a
-    /// signer it does not know.
+    /// Extracts and verifies, refetching a refreshed key source once more
+    /// for a signer it does not know or whose keys do not verify an entry
+    /// (rotated since the last fetch).
     async fn extract(
         &self,
         baggage: &Baggage,
@@ -571,7 +601,8 @@ impl Config {
         let result = self.propagator.extract_from_peer(baggage, &self.verifier, peer).await;
         match (&result, &self.jwks) {
             (Err(PropagationError::Verification(VerifyError::Entry { source, .. })), Some(jwks))
-                if source.kind() == ErrorKind::UnknownSigner && jwks.refetch_for_unknown().await =>
+                if matches!(source.kind(), ErrorKind::UnknownSigner | ErrorKind::BadSignature)
+                    && jwks.refetch_for_unknown().await =>
             {
                 self.propagator.extract_from_peer(baggage, &self.verifier, peer).await
             }

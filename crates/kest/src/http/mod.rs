@@ -56,7 +56,7 @@ pub mod jwks;
 pub mod kest_layer;
 pub mod key_resolver;
 pub mod lineage_layer;
-mod refresh;
+pub(crate) mod refresh;
 pub mod traceparent;
 pub mod workload;
 
@@ -68,7 +68,7 @@ pub use identity_layer::{
 };
 pub use jwks::{JwksError, JwksSource};
 pub use kest_layer::{KestLayer, KestLayerBuilder};
-pub use key_resolver::JwksKeyResolver;
+pub use key_resolver::{JwksKeyResolver, RefreshingKeyResolver};
 pub use lineage_layer::{AuthenticatedPeer, LineageLayer, LineageLayerBuilder, LineageService, Role};
 pub use refresh::RefreshPolicy;
 pub use traceparent::{TraceParent, TraceParentError};

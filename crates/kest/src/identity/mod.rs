@@ -14,6 +14,8 @@ mod oidc;
 #[cfg(feature = "spiffe")]
 pub mod spiffe;
 mod static_identity;
+#[cfg(all(feature = "spiffe", feature = "http"))]
+pub mod svid_directory;
 
 pub use auto::{
     AWS_BEDROCK_AGENT_ID_ENV, AWS_REGION_ENVS, AutoDetector, Detection, EnvLookup, KEST_AWS_KMS_KEY_ID_ENV,
@@ -27,6 +29,8 @@ pub use spiffe::{
     SpiffeBundleResolver, SpiffeError, SpiffeIdentity, WorkloadApiError, WorkloadApiIdentity, X509Svid,
 };
 pub use static_identity::StaticIdentity;
+#[cfg(all(feature = "spiffe", feature = "http"))]
+pub use svid_directory::{SvidDirectoryError, SvidDirectoryResolver};
 
 /// A workload identity that can sign passport entries.
 pub trait IdentityProvider: Signer {

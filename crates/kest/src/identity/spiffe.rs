@@ -9,10 +9,12 @@
 //! [`SpiffeIdentity::from_workload_api`] fetches them from the Workload API
 //! (gRPC over the `SPIFFE_ENDPOINT_SOCKET` Unix socket, the `FetchX509SVID`
 //! stream) and rotates from the stream; [`SpiffeIdentity::new`] and
-//! [`SpiffeIdentity::rotate`] take SVIDs obtained otherwise. Not done yet:
-//! [`crate::identity::AutoDetector`] still reports the socket as not
-//! supported (building the identity is async), bundle updates from the
-//! stream, federated bundles and CRLs.
+//! [`SpiffeIdentity::rotate`] take SVIDs obtained otherwise.
+//! [`SpiffeBundleResolver::from_workload_api`] keeps a verifier's trust
+//! bundle current from the same stream, and keeps every valid SVID key of a
+//! SPIFFE ID during a rotation overlap; with the `http` feature,
+//! [`SvidDirectoryResolver`](super::SvidDirectoryResolver) adds peers'
+//! SVIDs from an SVID directory. Not done yet: federated bundles and CRLs.
 //!
 //! Key types: a P-256 SVID key signs `ES256`, an Ed25519 key `EdDSA`; RSA
 //! (and every other type) is refused with [`SpiffeError::UnsupportedKey`].
@@ -90,7 +92,7 @@ fn malformed(what: &'static str, reason: impl ToString) -> SpiffeError {
 }
 
 /// Splits concatenated DER certificates (the Workload API's form).
-fn split_der(mut der: &[u8], what: &'static str) -> Result<Vec<Vec<u8>>, SpiffeError> {
+pub(crate) fn split_der(mut der: &[u8], what: &'static str) -> Result<Vec<Vec<u8>>, SpiffeError> {
     let mut out = Vec::new();
     while !der.is_empty() {
         let (rest, _) = x509_parser::parse_x509_certificate(der).map_err(|e| malformed(what, e))?;
@@ -412,14 +414,196 @@ impl IdentityProvider for SpiffeIdentity {
     }
 }
 
+/// A leaf key whose chain was checked against the bundle, with the period
+/// in which the whole chain is valid.
+#[derive(Clone)]
+pub(crate) struct CheckedSvid {
+    pub(crate) spiffe_id: String,
+    pub(crate) key: PublicKey,
+    /// Latest `notBefore` of the chain (Unix seconds).
+    pub(crate) not_before: i64,
+    /// Earliest `notAfter` of the chain (Unix seconds).
+    pub(crate) not_after: i64,
+    /// The DER certificates, leaf first (checked again on a bundle update).
+    pub(crate) chain: Vec<Vec<u8>>,
+}
+
+impl CheckedSvid {
+    pub(crate) fn valid_at(&self, t: i64) -> bool {
+        self.not_before <= t && t <= self.not_after
+    }
+}
+
+/// Checks an SVID chain (DER certificates, leaf first) at `now` against
+/// the CAs of `trust_domain`'s bundle: every certificate within its
+/// validity period, each signed by the next, intermediates CAs, the last
+/// signed by a bundle CA valid now, the leaf not a CA and its one
+/// `spiffe://` URI SAN in the trust domain, its key P-256 or Ed25519.
+pub(crate) fn check_chain(
+    trust_domain: &str,
+    bundle: &[Vec<u8>],
+    chain: Vec<Vec<u8>>,
+    now: SystemTime,
+) -> Result<CheckedSvid, SpiffeError> {
+    let certs: Vec<X509Certificate<'_>> = chain.iter().map(|d| parse(d)).collect::<Result<_, _>>()?;
+    let leaf = certs.first().ok_or(SpiffeError::NoSvid)?;
+    let id = spiffe_id(leaf)?;
+    let fail = |reason: String| SpiffeError::Chain {
+        spiffe_id: id.clone(),
+        trust_domain: trust_domain.to_owned(),
+        reason,
+    };
+    let in_domain = id
+        .strip_prefix("spiffe://")
+        .and_then(|rest| rest.split('/').next())
+        .is_some_and(|td| td == trust_domain);
+    if !in_domain {
+        return Err(fail("the SPIFFE ID is not in this trust domain".into()));
+    }
+    if leaf.is_ca() {
+        return Err(fail("the leaf is a CA certificate".into()));
+    }
+    let key = public_key(leaf.public_key())?;
+    for cert in &certs {
+        check_time(cert, now)?;
+    }
+    // Each certificate is signed by the next; intermediates are CAs.
+    for pair in certs.windows(2) {
+        let (child, issuer) = match pair {
+            [c, i] => (c, i),
+            _ => continue,
+        };
+        if !issuer.is_ca() {
+            return Err(fail(format!("`{}` is not a CA", issuer.subject())));
+        }
+        child.verify_signature(Some(issuer.public_key())).map_err(|e| {
+            fail(format!("`{}` is not signed by `{}`: {e}", child.subject(), issuer.subject()))
+        })?;
+    }
+    // The last one is signed by a bundle CA (valid now).
+    let last = certs.last().ok_or(SpiffeError::NoSvid)?;
+    let mut anchored = false;
+    for ca_der in bundle {
+        let ca = parse(ca_der)?;
+        if ca.subject() == last.issuer()
+            && check_time(&ca, now).is_ok()
+            && last.verify_signature(Some(ca.public_key())).is_ok()
+        {
+            anchored = true;
+            break;
+        }
+    }
+    if !anchored {
+        return Err(fail("no CA of the bundle signed the chain".into()));
+    }
+    let not_before = certs.iter().map(|c| c.validity().not_before.timestamp()).max().unwrap_or(i64::MAX);
+    let not_after = certs.iter().map(|c| c.validity().not_after.timestamp()).min().unwrap_or(i64::MIN);
+    drop(certs);
+    Ok(CheckedSvid { spiffe_id: id, key, not_before, not_after, chain })
+}
+
+/// Parses and checks a bundle: concatenated DER CA certificates.
+fn parse_bundle(bundle_der: &[u8]) -> Result<Vec<Vec<u8>>, SpiffeError> {
+    let bundle = split_der(bundle_der, "bundle")?;
+    for ca in &bundle {
+        if !parse(ca)?.is_ca() {
+            return Err(malformed("bundle", "a bundle certificate is not a CA"));
+        }
+    }
+    Ok(bundle)
+}
+
+/// Adds `svid` to `list` unless its key is there already (then keeps the
+/// longer validity); drops the entries expired at `t`.
+pub(crate) fn merge_svid(list: &mut Vec<CheckedSvid>, svid: CheckedSvid, t: i64) {
+    list.retain(|k| k.not_after >= t);
+    match list.iter_mut().find(|k| k.key == svid.key) {
+        Some(known) => {
+            if svid.not_after > known.not_after {
+                *known = svid;
+            }
+        }
+        None => list.push(svid),
+    }
+}
+
+/// The keys of `list` valid at `t`, newest first, without duplicates.
+pub(crate) fn keys_valid_at<'a>(list: impl IntoIterator<Item = &'a CheckedSvid>, t: i64) -> Vec<PublicKey> {
+    let mut valid: Vec<&CheckedSvid> = list.into_iter().filter(|k| k.valid_at(t)).collect();
+    valid.sort_by_key(|k| std::cmp::Reverse(k.not_after));
+    let mut keys: Vec<PublicKey> = Vec::with_capacity(valid.len());
+    for k in valid {
+        if !keys.contains(&k.key) {
+            keys.push(k.key.clone());
+        }
+    }
+    keys
+}
+
 /// Verifier keys from SPIFFE SVIDs (SPEC §8): each SVID chain is checked
 /// against the trust domain's X.509 bundle (signatures up to a bundle CA,
 /// validity periods, intermediates must be CAs, the SPIFFE ID in the trust
 /// domain), then its SPIFFE ID maps to its leaf public key. A [`KeyResolver`].
+///
+/// **Several keys per SPIFFE ID.** The `kid` of an entry is its principal,
+/// so an SVID rotation gives one principal two keys while entries signed
+/// with the previous SVID are still in flight. The resolver keeps every
+/// SVID key recorded for a SPIFFE ID ([`KeyResolver::resolve_all`], newest
+/// first, one per distinct key) until its chain expires: a key whose chain
+/// is outside its validity period at resolution time is not returned, so
+/// the entries it signed stop verifying. [`SpiffeBundleResolver::set_bundle`]
+/// replaces the CAs (a Workload API bundle update) and drops every key whose
+/// chain no longer leads to one of them.
+///
+/// [`SpiffeBundleResolver::from_workload_api`] keeps the bundle current
+/// from the Workload API stream; peers' SVIDs come from
+/// [`add_svid`](Self::add_svid) or, with the `http` feature, from an SVID
+/// directory ([`SvidDirectoryResolver`](super::SvidDirectoryResolver)).
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::SystemTime;
+/// use kest::identity::SpiffeBundleResolver;
+/// use kest_core::KeyResolver as _;
+/// use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
+///
+/// // A trust domain CA (the Workload API's `bundle`), minted here with rcgen.
+/// let ca_cert = |name: &str| -> Result<(CertificateParams, KeyPair), rcgen::Error> {
+///     let mut params = CertificateParams::new(Vec::<String>::new())?;
+///     params.distinguished_name.push(DnType::CommonName, name);
+///     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+///     Ok((params, KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?))
+/// };
+/// let (params, key) = ca_cert("example.org CA")?;
+/// let ca_der = params.self_signed(&key)?.der().to_vec();
+/// let ca = Issuer::new(params, key);
+/// // Two X509-SVIDs of one workload: before and after a rotation.
+/// let svid = || -> Result<Vec<u8>, rcgen::Error> {
+///     let mut params = CertificateParams::new(Vec::<String>::new())?;
+///     params.subject_alt_names = vec![SanType::URI("spiffe://example.org/web".try_into()?)];
+///     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+///     Ok(params.signed_by(&key, &ca)?.der().to_vec())
+/// };
+/// let resolver = SpiffeBundleResolver::new("example.org", &ca_der)?;
+/// resolver.add_svid(&svid()?, SystemTime::now())?;
+/// resolver.add_svid(&svid()?, SystemTime::now())?;
+/// // Both keys are valid during the overlap.
+/// assert_eq!(resolver.resolve_all("spiffe://example.org/web")?.len(), 2);
+/// // A chain from another CA is refused.
+/// let (params, key) = ca_cert("another CA")?;
+/// let other_der = params.self_signed(&key)?.der().to_vec();
+/// let other = SpiffeBundleResolver::new("example.org", &other_der)?;
+/// assert!(other.add_svid(&svid()?, SystemTime::now()).is_err());
+/// // A bundle update without the CA drops both keys.
+/// assert_eq!(resolver.set_bundle(&other_der, SystemTime::now())?, 2);
+/// assert!(resolver.resolve_all("spiffe://example.org/web")?.is_empty());
+/// # Ok(()) }
+/// ```
 pub struct SpiffeBundleResolver {
     trust_domain: String,
-    bundle: Vec<Vec<u8>>,
-    keys: RwLock<BTreeMap<String, PublicKey>>,
+    bundle: RwLock<Arc<Vec<Vec<u8>>>>,
+    generation: std::sync::atomic::AtomicU64,
+    keys: RwLock<BTreeMap<String, Vec<CheckedSvid>>>,
 }
 
 impl std::fmt::Debug for SpiffeBundleResolver {
@@ -427,7 +611,7 @@ impl std::fmt::Debug for SpiffeBundleResolver {
         let keys: Vec<String> = self.keys.read().map(|k| k.keys().cloned().collect()).unwrap_or_default();
         f.debug_struct("SpiffeBundleResolver")
             .field("trust_domain", &self.trust_domain)
-            .field("bundle_cas", &self.bundle.len())
+            .field("bundle_cas", &self.bundle().len())
             .field("principals", &keys)
             .finish()
     }
@@ -436,100 +620,117 @@ impl std::fmt::Debug for SpiffeBundleResolver {
 impl SpiffeBundleResolver {
     /// A resolver for `trust_domain` (e.g. `example.org`) whose CAs are the
     /// concatenated DER certificates `bundle_der` (the Workload API's
-    /// `bundle`).
+    /// `bundle`). Fails when the bundle is empty, malformed or holds a
+    /// certificate that is not a CA.
     pub fn new(
         trust_domain: impl Into<String>,
         bundle_der: &[u8],
     ) -> Result<SpiffeBundleResolver, SpiffeError> {
-        let bundle = split_der(bundle_der, "bundle")?;
-        for ca in &bundle {
-            if !parse(ca)?.is_ca() {
-                return Err(malformed("bundle", "a bundle certificate is not a CA"));
-            }
-        }
         Ok(SpiffeBundleResolver {
             trust_domain: trust_domain.into(),
-            bundle,
+            bundle: RwLock::new(Arc::new(parse_bundle(bundle_der)?)),
+            generation: std::sync::atomic::AtomicU64::new(0),
             keys: RwLock::new(BTreeMap::new()),
         })
     }
 
+    /// The trust domain (e.g. `example.org`).
+    pub fn trust_domain(&self) -> &str {
+        &self.trust_domain
+    }
+
+    /// The current CA certificates (DER).
+    pub(crate) fn bundle(&self) -> Arc<Vec<Vec<u8>>> {
+        self.bundle.read().map(|b| b.clone()).unwrap_or_default()
+    }
+
+    /// Increases on every bundle update (cached checks made against an
+    /// older bundle are redone).
+    #[cfg_attr(not(feature = "http"), expect(dead_code, reason = "used by the SVID directory (http)"))]
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Checks a chain (DER certificates, leaf first) against the current
+    /// bundle at `now`.
+    pub(crate) fn check(&self, chain: Vec<Vec<u8>>, now: SystemTime) -> Result<CheckedSvid, SpiffeError> {
+        check_chain(&self.trust_domain, &self.bundle(), chain, now)
+    }
+
+    /// Replaces the trust bundle (concatenated DER CA certificates, e.g. a
+    /// new `bundle` from the Workload API stream) and checks every recorded
+    /// SVID again at `now`: a key whose chain does not lead to a CA of the
+    /// new bundle is dropped (its entries stop verifying). Returns how many
+    /// keys were dropped. A malformed bundle is refused and the old one kept.
+    pub fn set_bundle(&self, bundle_der: &[u8], now: SystemTime) -> Result<usize, SpiffeError> {
+        let bundle = Arc::new(parse_bundle(bundle_der)?);
+        let mut keys = self.keys.write().map_err(|_| SpiffeError::NoSvid)?;
+        if *self.bundle() == *bundle {
+            // The same CAs (the stream repeats the bundle with every SVID).
+            return Ok(0);
+        }
+        if let Ok(mut current) = self.bundle.write() {
+            *current = bundle.clone();
+        }
+        self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let mut dropped = 0;
+        for list in keys.values_mut() {
+            let before = list.len();
+            list.retain(|k| check_chain(&self.trust_domain, &bundle, k.chain.clone(), now).is_ok());
+            dropped += before - list.len();
+        }
+        keys.retain(|_, list| !list.is_empty());
+        Ok(dropped)
+    }
+
     /// Checks an SVID chain (DER, leaf first) at `now` and records its leaf
-    /// key for its SPIFFE ID (replacing an earlier one: rotation). Returns
-    /// the SPIFFE ID.
+    /// key for its SPIFFE ID, beside the keys already recorded for it (a
+    /// rotation: entries signed with the previous SVID keep verifying until
+    /// its chain expires). Returns the SPIFFE ID.
     pub fn add_svid(&self, chain_der: &[u8], now: SystemTime) -> Result<String, SpiffeError> {
-        let chain = split_der(chain_der, "SVID chain")?;
-        let certs: Vec<X509Certificate<'_>> = chain.iter().map(|d| parse(d)).collect::<Result<_, _>>()?;
-        let leaf = certs.first().ok_or(SpiffeError::NoSvid)?;
-        let id = spiffe_id(leaf)?;
-        let fail = |reason: String| SpiffeError::Chain {
-            spiffe_id: id.clone(),
-            trust_domain: self.trust_domain.clone(),
-            reason,
-        };
-        let in_domain = id
-            .strip_prefix("spiffe://")
-            .and_then(|rest| rest.split('/').next())
-            .is_some_and(|td| td == self.trust_domain);
-        if !in_domain {
-            return Err(fail("the SPIFFE ID is not in this trust domain".into()));
-        }
-        if leaf.is_ca() {
-            return Err(fail("the leaf is a CA certificate".into()));
-        }
-        let key = public_key(leaf.public_key())?;
-        for cert in &certs {
-            check_time(cert, now)?;
-        }
-        // Each certificate is signed by the next; intermediates are CAs.
-        for pair in certs.windows(2) {
-            let (child, issuer) = match pair {
-                [c, i] => (c, i),
-                _ => continue,
-            };
-            if !issuer.is_ca() {
-                return Err(fail(format!("`{}` is not a CA", issuer.subject())));
-            }
-            child.verify_signature(Some(issuer.public_key())).map_err(|e| {
-                fail(format!("`{}` is not signed by `{}`: {e}", child.subject(), issuer.subject()))
-            })?;
-        }
-        // The last one is signed by a bundle CA (valid now).
-        let last = certs.last().ok_or(SpiffeError::NoSvid)?;
-        let mut anchored = false;
-        for ca_der in &self.bundle {
-            let ca = parse(ca_der)?;
-            if ca.subject() == last.issuer()
-                && check_time(&ca, now).is_ok()
-                && last.verify_signature(Some(ca.public_key())).is_ok()
-            {
-                anchored = true;
-                break;
-            }
-        }
-        if !anchored {
-            return Err(fail("no CA of the bundle signed the chain".into()));
-        }
+        let checked = self.check(split_der(chain_der, "SVID chain")?, now)?;
+        let id = checked.spiffe_id.clone();
         if let Ok(mut keys) = self.keys.write() {
-            keys.insert(id.clone(), key);
+            merge_svid(keys.entry(id.clone()).or_default(), checked, unix_now(now));
         }
         Ok(id)
     }
 
-    /// Forgets a SPIFFE ID (its entries stop verifying).
+    /// Forgets every key of a SPIFFE ID (its entries stop verifying).
     pub fn remove(&self, spiffe_id: &str) {
         if let Ok(mut keys) = self.keys.write() {
             keys.remove(spiffe_id);
         }
     }
+
+    /// The keys recorded for `principal` whose chains are valid at `now`,
+    /// newest first.
+    pub fn keys_at(&self, principal: &str, now: SystemTime) -> Vec<PublicKey> {
+        self.keys
+            .read()
+            .map(|k| k.get(principal).map(|list| keys_valid_at(list, unix_now(now))).unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    fn poisoned(&self) -> ResolveError {
+        ResolveError::Unavailable {
+            source_name: format!("SPIFFE bundle of {}", self.trust_domain),
+            message: "lock poisoned".into(),
+        }
+    }
 }
 
 impl KeyResolver for SpiffeBundleResolver {
+    /// The newest key valid now.
     fn resolve(&self, principal: &str) -> Result<Option<PublicKey>, ResolveError> {
-        self.keys.read().map(|k| k.get(principal).cloned()).map_err(|_| ResolveError::Unavailable {
-            source_name: format!("SPIFFE bundle of {}", self.trust_domain),
-            message: "lock poisoned".into(),
-        })
+        Ok(self.resolve_all(principal)?.into_iter().next())
+    }
+
+    /// Every key valid now, newest first.
+    fn resolve_all(&self, principal: &str) -> Result<Vec<PublicKey>, ResolveError> {
+        let keys = self.keys.read().map_err(|_| self.poisoned())?;
+        let t = unix_now(SystemTime::now());
+        Ok(keys.get(principal).map(|list| keys_valid_at(list, t)).unwrap_or_default())
     }
 }
 
@@ -692,5 +893,93 @@ impl SpiffeIdentity {
             }
         });
         Ok(identity)
+    }
+}
+
+impl SpiffeBundleResolver {
+    /// A resolver whose trust bundle comes from the SPIFFE Workload API at
+    /// `socket` (`unix:///path`, e.g. the value of `SPIFFE_ENDPOINT_SOCKET`):
+    /// waits up to `timeout` for the first `X509SVIDResponse`, takes the
+    /// trust domain and the `bundle` of its default SVID, and records that
+    /// SVID's own key (so the workload verifies its own entries). A
+    /// background Tokio task keeps following the stream: every response
+    /// replaces the bundle ([`set_bundle`](Self::set_bundle): keys whose
+    /// chains no longer lead to one of its CAs are dropped) and records the
+    /// workload's new SVID. An unusable response is logged and ignored; when
+    /// the stream ends, the last bundle is kept and keys still expire with
+    /// their chains. The task stops once the resolver is dropped.
+    ///
+    /// Must be called inside a Tokio runtime.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), kest::identity::WorkloadApiError> {
+    /// use std::time::Duration;
+    /// use kest::identity::SpiffeBundleResolver;
+    /// let bundle = SpiffeBundleResolver::from_workload_api(
+    ///     "unix:///run/spire/agent.sock",
+    ///     Duration::from_secs(5),
+    /// )
+    /// .await?;
+    /// assert_eq!(bundle.trust_domain(), "example.org");
+    /// # Ok(()) }
+    /// ```
+    pub async fn from_workload_api(
+        socket: &str,
+        timeout: std::time::Duration,
+    ) -> Result<Arc<SpiffeBundleResolver>, WorkloadApiError> {
+        let mut stream = fetch_stream(socket).await?;
+        let first = tokio::time::timeout(timeout, stream.message())
+            .await
+            .map_err(|_| WorkloadApiError::Stream("no X509-SVID response before the timeout".into()))?
+            .map_err(|e| WorkloadApiError::Stream(e.to_string()))?
+            .ok_or_else(|| WorkloadApiError::Stream("the stream ended before the first response".into()))?;
+        let svid = first.svids.first().ok_or(SpiffeError::NoSvid)?;
+        let chain = split_der(&svid.x509_svid, "SVID chain")?;
+        let leaf = chain.first().ok_or(SpiffeError::NoSvid)?;
+        let id = spiffe_id(&parse(leaf)?)?;
+        let trust_domain = id
+            .strip_prefix("spiffe://")
+            .and_then(|rest| rest.split('/').next())
+            .unwrap_or_default()
+            .to_owned();
+        let resolver = Arc::new(SpiffeBundleResolver::new(trust_domain, &svid.bundle)?);
+        resolver.add_svid(&svid.x509_svid, SystemTime::now())?;
+        let weak = Arc::downgrade(&resolver);
+        let socket = socket.to_owned();
+        tokio::spawn(async move {
+            loop {
+                let next = stream.message().await;
+                let Some(resolver) = weak.upgrade() else { return };
+                match next {
+                    Ok(Some(response)) => {
+                        let Some(svid) = response.svids.first() else {
+                            tracing::warn!(socket = %socket, "ignored a Workload API response without an SVID");
+                            continue;
+                        };
+                        let now = SystemTime::now();
+                        match resolver.set_bundle(&svid.bundle, now) {
+                            Ok(dropped) => {
+                                tracing::info!(trust_domain = %resolver.trust_domain, dropped, "SPIFFE bundle updated")
+                            }
+                            Err(e) => {
+                                tracing::warn!(socket = %socket, error = %e, "ignored an unusable bundle")
+                            }
+                        }
+                        if let Err(e) = resolver.add_svid(&svid.x509_svid, now) {
+                            tracing::warn!(socket = %socket, error = %e, "ignored an unusable X509-SVID");
+                        }
+                    }
+                    Ok(None) => {
+                        tracing::warn!(socket = %socket, "SPIFFE Workload API stream ended; keeping the last bundle");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(socket = %socket, error = %e, "SPIFFE Workload API stream failed; keeping the last bundle");
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(resolver)
     }
 }

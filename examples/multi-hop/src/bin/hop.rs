@@ -10,6 +10,14 @@
 //! back up in the response bodies. The gateway also verifies the user's
 //! bearer token against the issuer's JWKS.
 //!
+//! With `--spiffe-socket` and `--svid-directory` (the demo's `--spiffe`
+//! mode) instead of `--key` and `--jwks`, the hop's identity is the X509-SVID
+//! it gets from a SPIFFE Workload API socket (rotated from the stream while
+//! it runs), and its layer verifies passports and workload tokens with the
+//! trust bundle from the same socket plus peers' SVIDs from an SVID
+//! directory (each chain checked against that bundle), refreshed on an
+//! interval and when an entry names an unknown or rotated key.
+//!
 //! Telemetry comes from the environment like any Kest configuration
 //! (`KEST_TELEMETRY_EXPORTERS`, e.g. `file:/tmp/spans/hop1.jsonl`, and
 //! `KEST_SERVICE_NAME`); on SIGTERM or Ctrl-C the hop stops serving and
@@ -17,6 +25,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -24,12 +33,16 @@ use axum::routing::post;
 use axum::{Json, Router};
 use clap::Parser;
 use kest::cache::CacheProvider;
-use kest::http::{IdentityLayer, KestLayer, KestPropagationMiddleware, LineageLayer};
-use kest::identity::StaticIdentity;
+use kest::http::{
+    IdentityLayer, JwksSource, KestLayer, KestPropagationMiddleware, LineageLayer, LineageLayerBuilder,
+    RefreshPolicy,
+};
+use kest::identity::{SpiffeBundleResolver, SpiffeIdentity, StaticIdentity, SvidDirectoryResolver};
 use kest::policy::rego::RegoEngine;
 use kest::propagation::Propagator;
 use kest::{CallContext, HookError, Kest, KestError, Verified};
 use kest_core::Classification;
+use kest_core::Signer as _;
 use serde_json::{Value, json};
 use tracing::Instrument as _;
 
@@ -46,11 +59,23 @@ struct Args {
     #[arg(long)]
     port_file: PathBuf,
     /// This hop's private key (JWK from `kest keygen`).
-    #[arg(long)]
-    key: PathBuf,
+    #[arg(long, required_unless_present = "spiffe_socket", conflicts_with = "spiffe_socket")]
+    key: Option<PathBuf>,
     /// JWKS with the public keys of every principal (verifies incoming passports).
-    #[arg(long)]
-    jwks: PathBuf,
+    #[arg(long, required_unless_present = "spiffe_socket", conflicts_with = "spiffe_socket")]
+    jwks: Option<PathBuf>,
+    /// SPIFFE mode: the Workload API socket (`unix:///path` or a path) that
+    /// gives this hop its X509-SVID (its identity, rotated from the stream)
+    /// and the trust bundle.
+    #[arg(long, requires = "svid_directory")]
+    spiffe_socket: Option<String>,
+    /// SPIFFE mode: the SVID directory URL (peers' SVID chains, checked
+    /// against the bundle; https, or http on loopback).
+    #[arg(long, requires = "spiffe_socket")]
+    svid_directory: Option<String>,
+    /// SPIFFE mode: refresh the directory this often (milliseconds).
+    #[arg(long, default_value_t = 1000)]
+    directory_refresh_ms: u64,
     /// The next hop's URL; none for the last hop.
     #[arg(long)]
     next: Option<String>,
@@ -216,8 +241,7 @@ fn hook(args: &Args) -> Result<Verified, Box<dyn std::error::Error>> {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     let principal = format!("spiffe://kest.example/{}", args.name);
-    let identity: Arc<dyn kest::identity::IdentityProvider> =
-        Arc::new(StaticIdentity::from_key_file(&args.key, Some(&principal))?);
+    let (identity, keys) = identity_and_keys(&args, &principal).await?;
     let engine = RegoEngine::new([("example/open", OPEN), ("example/final_guard", FINAL_GUARD)])?;
     let kest = Kest::builder().identity(identity.clone()).engine(Arc::new(engine)).with_env()?.build()?;
     // Exporters configured in the environment: installed before serving,
@@ -237,10 +261,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let propagator = propagator.build();
     // Semantic checks and unknown-origin refusal are on by default; only
     // the listed principals may raise trust.
-    let mut lineage = LineageLayer::builder()
-        .jwks_file(args.jwks.clone())
-        .sanitizers(args.sanitizer_principals.clone())
-        .propagator(propagator.clone());
+    let mut lineage = keys.sanitizers(args.sanitizer_principals.clone()).propagator(propagator.clone());
     // Bound first: inner hops authenticate their callers with workload
     // tokens minted for this origin.
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
@@ -283,6 +304,42 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tokio::task::spawn_blocking(move || guard.shutdown()).await??;
     }
     Ok(())
+}
+
+/// The hop's identity and the start of its lineage layer (its key source):
+/// a key file and a JWKS file, or (SPIFFE mode) the Workload API socket and
+/// the SVID directory.
+async fn identity_and_keys(
+    args: &Args,
+    principal: &str,
+) -> Result<(Arc<dyn kest::identity::IdentityProvider>, LineageLayerBuilder), Box<dyn std::error::Error>> {
+    match (&args.spiffe_socket, &args.svid_directory, &args.key, &args.jwks) {
+        (Some(socket), Some(directory), _, _) => {
+            let wait = Duration::from_secs(10);
+            let identity = SpiffeIdentity::from_workload_api(socket, wait).await?;
+            if identity.principal() != principal {
+                return Err(format!(
+                    "the Workload API at {socket} gives `{}`, not `{principal}`",
+                    identity.principal()
+                )
+                .into());
+            }
+            let bundle = SpiffeBundleResolver::from_workload_api(socket, wait).await?;
+            let policy = RefreshPolicy::default()
+                .refresh_interval(Duration::from_millis(args.directory_refresh_ms))
+                .min_refetch_interval(Duration::from_millis(100))
+                .max_staleness(Duration::from_secs(30));
+            let keys = Arc::new(
+                SvidDirectoryResolver::load(JwksSource::url(directory)?, bundle, policy, None).await?,
+            );
+            Ok((identity, LineageLayer::builder().refreshing_key_resolver(keys)))
+        }
+        (_, _, Some(key), Some(jwks)) => {
+            let identity = Arc::new(StaticIdentity::from_key_file(key, Some(principal))?);
+            Ok((identity, LineageLayer::builder().jwks_file(jwks.clone())))
+        }
+        _ => Err("give --key and --jwks, or --spiffe-socket and --svid-directory".into()),
+    }
 }
 
 /// Resolves on Ctrl-C (SIGINT) or SIGTERM (what `kill` and service

@@ -73,7 +73,9 @@ impl SqliteExporter {
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StoreError::Other(format!("journal mode is `{mode}`, not WAL")));
         }
-        conn.execute_batch("PRAGMA synchronous=NORMAL;")?;
+        // A 16 MiB page cache keeps the B-tree pages an insert touches in
+        // memory instead of reading them back from the OS on every batch.
+        conn.execute_batch("PRAGMA synchronous=NORMAL; PRAGMA cache_size=-16384;")?;
         conn.execute_batch(SQLITE_SCHEMA)?;
         conn.execute(
             "INSERT INTO kest_schema (version) SELECT ?1 WHERE NOT EXISTS (SELECT 1 FROM kest_schema)",

@@ -813,3 +813,17 @@ fn force_flush_writes_the_hook_spans_without_stopping() {
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(text.contains("kest.verified.after_flush"), "the span after the flush is exported at shutdown");
 }
+
+#[test]
+fn stopping_an_earlier_guard_leaves_the_later_recorder_installed() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (first, second) = (dir.path().join("first.jsonl"), dir.path().join("second.jsonl"));
+    let earlier = telemetry::init(SERVICE, [Exporter::File(first.clone())]).unwrap();
+    let later = telemetry::init(SERVICE, [Exporter::File(second.clone())]).unwrap();
+    earlier.shutdown().unwrap();
+    let passport = run_calls(&runtime());
+    later.shutdown().unwrap();
+    check_exported(&read_file_export(&second), &passport);
+    assert!(read_file_export(&first).is_empty(), "the earlier guard's exporter saw none of the calls");
+}

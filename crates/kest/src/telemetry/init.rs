@@ -15,7 +15,7 @@ use opentelemetry_sdk::trace::{
 
 use super::json_lines::JsonLinesExporter;
 use super::recorder::{Recorder, SharedProcessor};
-use super::span::{HookSink, install_sink};
+use super::span::{HookSink, install_sink, uninstall_sink};
 use super::{Exporter, TelemetryConfig};
 use crate::runtime::ConfigError;
 
@@ -178,7 +178,7 @@ pub fn init_from_config(config: &TelemetryConfig) -> Result<TelemetryGuard, Tele
         }
     };
     opentelemetry::global::set_tracer_provider(provider.clone());
-    install_sink(Some(Arc::clone(&recorder) as Arc<dyn HookSink>));
+    install_sink(Arc::clone(&recorder) as Arc<dyn HookSink>);
     Ok(TelemetryGuard {
         provider,
         recorder,
@@ -275,7 +275,7 @@ impl TelemetryGuard {
         }
         // No new hook span reaches the recorder; the ones queued reach the
         // batch processors before those shut down.
-        install_sink(None);
+        uninstall_sink(&(Arc::clone(&self.recorder) as Arc<dyn HookSink>));
         let recorded = self.recorder.stop();
         opentelemetry::global::set_tracer_provider(NoopTracerProvider::new());
         let mut result = self.provider.shutdown().map_err(|e| TelemetryError::Flush(e.to_string()));

@@ -48,11 +48,23 @@ pub(crate) trait HookSink: Send + Sync {
 
 static SINK: RwLock<Option<Arc<dyn HookSink>>> = RwLock::new(None);
 
-/// Installs (or, with `None`, removes) the recorder the hook's spans go to.
-pub(crate) fn install_sink(sink: Option<Arc<dyn HookSink>>) {
+/// Installs the recorder the hook's spans go to (replacing any other).
+pub(crate) fn install_sink(sink: Arc<dyn HookSink>) {
     match SINK.write() {
-        Ok(mut current) => *current = sink,
-        Err(poisoned) => *poisoned.into_inner() = sink,
+        Ok(mut current) => *current = Some(sink),
+        Err(poisoned) => *poisoned.into_inner() = Some(sink),
+    }
+}
+
+/// Removes `sink` if it is still the one installed (a later
+/// `telemetry::init` may have replaced it; that one stays).
+pub(crate) fn uninstall_sink(sink: &Arc<dyn HookSink>) {
+    let mut current = match SINK.write() {
+        Ok(current) => current,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    if current.as_ref().is_some_and(|installed| Arc::ptr_eq(installed, sink)) {
+        *current = None;
     }
 }
 

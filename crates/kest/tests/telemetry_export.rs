@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use std::collections::HashMap;
+use std::future::Future as _;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -826,4 +827,60 @@ fn stopping_an_earlier_guard_leaves_the_later_recorder_installed() {
     later.shutdown().unwrap();
     check_exported(&read_file_export(&second), &passport);
     assert!(read_file_export(&first).is_empty(), "the earlier guard's exporter saw none of the calls");
+}
+
+/// An engine whose asynchronous decision never comes (a remote engine that
+/// hangs): the call is still being authorized when it is dropped.
+#[derive(Debug)]
+struct Hangs;
+
+impl kest::policy::PolicyEngine for Hangs {
+    fn name(&self) -> &str {
+        "hangs"
+    }
+    fn evaluate(
+        &self,
+        _policy: &str,
+        _input: &kest::policy::PolicyInput,
+    ) -> Result<Decision, kest::policy::PolicyError> {
+        Ok(Decision::Deny)
+    }
+    fn evaluate_async<'a>(
+        &'a self,
+        _policy: &'a str,
+        _input: &'a kest::policy::PolicyInput,
+    ) -> kest::policy::BoxFuture<'a, Result<Decision, kest::policy::PolicyError>> {
+        Box::pin(std::future::pending())
+    }
+}
+
+#[test]
+fn a_call_dropped_while_it_is_authorized_still_leaves_its_span() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spans.jsonl");
+    let guard = telemetry::init(SERVICE, [Exporter::File(path.clone())]).unwrap();
+    let kest = Arc::new(Kest::builder().identity(identity()).engine(Arc::new(Hangs)).build().unwrap());
+    let hook = Verified::builder("hangs").policy("remote").build().unwrap();
+    let ran = std::sync::atomic::AtomicBool::new(false);
+    {
+        let call = hook.call_async(CallContext::new().runtime(&kest), async {
+            ran.store(true, std::sync::atomic::Ordering::SeqCst);
+            Ok::<_, std::io::Error>(())
+        });
+        let mut call = std::pin::pin!(call);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(call.as_mut().poll(&mut cx).is_pending(), "the engine has not decided");
+        // Dropped here: a cancelled request.
+    }
+    guard.shutdown().unwrap();
+    assert!(!ran.load(std::sync::atomic::Ordering::SeqCst), "the operation never ran");
+    let spans = span_shapes(&read_file_export(&path));
+    assert_eq!(spans.len(), 1, "{spans:?}");
+    let (name, _, status, attributes) = &spans[0];
+    assert_eq!(name, "kest.verified.hangs");
+    assert_eq!(*status, 2, "status error");
+    assert_eq!(attributes["kest.decision"], "error");
+    assert_eq!(attributes["kest.error_kind"], "abandoned");
+    assert!(!attributes.contains_key("kest.signature"), "nothing was signed");
 }

@@ -346,9 +346,18 @@ enum Route {
     Direct(DirectSpan),
 }
 
-/// The span of one hooked call.
+/// `kest.error_kind` of a span whose call ended before it was decided or
+/// recorded: its future was dropped (a cancelled request, a timeout) or a
+/// policy engine panicked.
+pub(crate) const ABANDONED: &str = "abandoned";
+
+/// The span of one hooked call. Ended by [`HookSpan::end_error`] or
+/// [`HookSpan::end_recorded`]; dropped without either, it still ends and
+/// is exported, with `kest.decision` `error` and `kest.error_kind`
+/// [`ABANDONED`], so no started call is missing from the telemetry.
 pub(crate) struct HookSpan {
-    route: Route,
+    /// `None` once ended.
+    route: Option<Route>,
     name: Cow<'static, str>,
     operation: StringValue,
 }
@@ -399,12 +408,12 @@ impl HookSpan {
                 )
             }
         };
-        HookSpan { route, name: labels.name.clone(), operation: labels.operation.clone() }
+        HookSpan { route: Some(route), name: labels.name.clone(), operation: labels.operation.clone() }
     }
 
     /// The trace id (32 lowercase hex) when a real trace is active.
     pub(crate) fn trace_id(&self) -> Option<String> {
-        let ctx = match &self.route {
+        let ctx = match self.route.as_ref()? {
             Route::Api(span) => span.span_context(),
             Route::Direct(direct) => &direct.span_context,
         };
@@ -415,35 +424,39 @@ impl HookSpan {
     /// `kest.decision` is `deny` for a policy denial (and a call whose
     /// deviations skipped every policy), `error` otherwise; the denying (or
     /// failing) policy and tier when there is one; status error.
-    pub(crate) fn end_error(self, error: &KestError) {
-        match self.route {
-            Route::Api(mut span) => {
+    pub(crate) fn end_error(mut self, error: &KestError) {
+        let operation = self.operation.clone();
+        self.end_refused(|| refusal_attributes(operation, error), || error.to_string());
+    }
+
+    /// Ends the span with refusal attributes and an error status (built
+    /// only if the span records).
+    fn end_refused(&mut self, attributes: impl FnOnce() -> Vec<KeyValue>, message: impl FnOnce() -> String) {
+        match self.route.take() {
+            Some(Route::Api(mut span)) => {
                 if span.is_recording() {
-                    span.set_attributes(refusal_attributes(self.operation, error));
-                    span.set_status(Status::error(error.to_string()));
+                    span.set_attributes(attributes());
+                    span.set_status(Status::error(message()));
                 }
                 span.end();
             }
-            Route::Direct(direct) => {
-                let outcome = RecordOutcome::Refused {
-                    attributes: refusal_attributes(self.operation, error),
-                    message: error.to_string(),
-                };
-                direct.finish(self.name, outcome);
+            Some(Route::Direct(direct)) => {
+                let outcome = RecordOutcome::Refused { attributes: attributes(), message: message() };
+                direct.finish(self.name.clone(), outcome);
             }
+            None => {}
         }
     }
 
     /// Ends the span of the call whose entry `hash` was just appended to
     /// `lineage`, with the SPEC §9 attributes.
-    pub(crate) fn end_recorded(self, hash: &EntryHash, workload: &str, lineage: &Lineage) {
-        if let Route::Api(span) = &self.route
+    pub(crate) fn end_recorded(mut self, hash: &EntryHash, workload: &str, lineage: &Lineage) {
+        if let Some(Route::Api(span)) = &mut self.route
             && !span.is_recording()
         {
             // Nothing records it: no attribute is computed.
-            if let Route::Api(mut span) = self.route {
-                span.end();
-            }
+            span.end();
+            self.route = None;
             return;
         }
         // Read in place under the flow's lock: the entry is shared, the
@@ -454,32 +467,47 @@ impl HookSpan {
         let Some((entry, passport)) = found else {
             // The caller appended the entry to this flow just before.
             tracing::error!(entry = %hash, "kest: the recorded entry is not in its flow; span without attributes");
-            match self.route {
-                Route::Api(mut span) => span.end(),
-                Route::Direct(direct) => direct.finish(
-                    self.name,
-                    RecordOutcome::Refused {
-                        attributes: vec![KeyValue::new(attr::OPERATION, self.operation)],
-                        message: "the recorded entry is not in its flow".into(),
-                    },
-                ),
-            }
+            let operation = self.operation.clone();
+            self.end_refused(
+                || vec![KeyValue::new(attr::OPERATION, operation)],
+                || "the recorded entry is not in its flow".into(),
+            );
             return;
         };
         let outcome = RecordOutcome::Recorded {
             entry,
             workload: workload_value(workload),
-            operation: self.operation,
+            operation: self.operation.clone(),
             passport,
         };
-        match self.route {
-            Route::Api(mut span) => {
+        match self.route.take() {
+            Some(Route::Api(mut span)) => {
                 let (attributes, _) = outcome.into_attributes();
                 span.set_attributes(attributes);
                 span.end();
             }
-            Route::Direct(direct) => direct.finish(self.name, outcome),
+            Some(Route::Direct(direct)) => direct.finish(self.name.clone(), outcome),
+            None => {}
         }
+    }
+}
+
+impl Drop for HookSpan {
+    fn drop(&mut self) {
+        if self.route.is_none() {
+            return;
+        }
+        let operation = self.operation.clone();
+        self.end_refused(
+            || {
+                vec![
+                    KeyValue::new(attr::OPERATION, operation),
+                    KeyValue::new(attr::DECISION, "error"),
+                    KeyValue::new(attr::ERROR_KIND, ABANDONED),
+                ]
+            },
+            || "the call ended before it was decided or recorded (dropped or panicked)".into(),
+        );
     }
 }
 

@@ -170,6 +170,40 @@ async fn the_bundle_follows_the_workload_api_stream() {
     assert!(resolver.add_svid(&peer.0, SystemTime::now()).is_err(), "ca-1 is no longer trusted");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_workload_api_stream_fails_closed_once_stale_and_recovers_on_reconnect() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("agent.sock");
+    let tx = server::start(&socket);
+    let ca = new_ca("ca");
+    let own = svid(&ca, ID, &rcgen::PKCS_ECDSA_P256_SHA256, FUTURE);
+    tx.send(Ok(response(&own.0, &own.1, &ca.der, ID))).await.unwrap();
+    let uri = format!("unix://{}", socket.display());
+    let resolver = SpiffeBundleResolver::from_workload_api(&uri, Duration::from_secs(5)).await.unwrap();
+    resolver.set_max_staleness(Duration::from_millis(300));
+    let text = passport(&[&own]);
+    verify(resolver.clone(), &text).unwrap();
+
+    // The agent goes away (its stream ends; reconnecting fails: this test
+    // server hands out one stream). After the allowed staleness, nothing
+    // resolves: a CA removed upstream meanwhile must not stay trusted.
+    drop(tx);
+    let r = resolver.clone();
+    eventually("stale", async || matches!(r.resolve_all(ID), Err(kest_core::ResolveError::Stale { .. })))
+        .await;
+    let (kind, index, message) = verify(resolver.clone(), &text).unwrap_err();
+    assert_eq!((kind, index), (ErrorKind::KeyUnavailable, Some(0)), "{message}");
+
+    // A new agent on the same socket: the resolver reconnects by itself and
+    // answers again.
+    std::fs::remove_file(&socket).unwrap();
+    let tx = server::start(&socket);
+    tx.send(Ok(response(&own.0, &own.1, &ca.der, ID))).await.unwrap();
+    let r = resolver.clone();
+    eventually("reconnected", async || r.resolve_all(ID).is_ok_and(|keys| keys.len() == 1)).await;
+    verify(resolver.clone(), &text).unwrap();
+}
+
 // ------------------------------------------------------------- directory
 
 /// A loopback SVID directory: answers with `doc` (or `status` when not 200).

@@ -77,6 +77,10 @@ pub enum SpiffeError {
         /// The failed step.
         reason: String,
     },
+    /// A lock of the resolver was poisoned by a panic elsewhere; nothing
+    /// was changed.
+    #[error("the SPIFFE key store is unusable (a lock was poisoned); nothing changed")]
+    Poisoned,
     /// A rotated SVID names another workload.
     #[error("rotation changed the SPIFFE ID from `{from}` to `{to}`")]
     IdChanged {
@@ -604,7 +608,20 @@ pub struct SpiffeBundleResolver {
     bundle: RwLock<Arc<Vec<Vec<u8>>>>,
     generation: std::sync::atomic::AtomicU64,
     keys: RwLock<BTreeMap<String, Vec<CheckedSvid>>>,
+    /// For a resolver following the Workload API: since when its stream has
+    /// been lost (`None` while it is open). Past
+    /// [`MAX_BUNDLE_STALENESS`] the resolver fails closed.
+    stream_lost_at: std::sync::Mutex<Option<std::time::Instant>>,
+    /// The staleness allowed after the stream is lost, in milliseconds.
+    max_staleness_ms: std::sync::atomic::AtomicU64,
 }
+
+/// How long, by default, a resolver following the Workload API keeps
+/// answering after its stream was lost (it reconnects meanwhile): past
+/// this, a CA removed upstream might still be trusted here, so every
+/// resolution is refused as stale until the stream is back
+/// ([`SpiffeBundleResolver::set_max_staleness`]).
+pub const MAX_BUNDLE_STALENESS: std::time::Duration = std::time::Duration::from_secs(300);
 
 impl std::fmt::Debug for SpiffeBundleResolver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -631,7 +648,52 @@ impl SpiffeBundleResolver {
             bundle: RwLock::new(Arc::new(parse_bundle(bundle_der)?)),
             generation: std::sync::atomic::AtomicU64::new(0),
             keys: RwLock::new(BTreeMap::new()),
+            stream_lost_at: std::sync::Mutex::new(None),
+            max_staleness_ms: std::sync::atomic::AtomicU64::new(
+                u64::try_from(MAX_BUNDLE_STALENESS.as_millis()).unwrap_or(u64::MAX),
+            ),
         })
+    }
+
+    /// How long a resolver following the Workload API keeps answering
+    /// after its stream was lost (default [`MAX_BUNDLE_STALENESS`]).
+    ///
+    /// ```
+    /// # let ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    /// # let mut ca = ca; ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    /// # let der = ca.self_signed(&rcgen::KeyPair::generate().unwrap()).unwrap().der().to_vec();
+    /// let resolver = kest::identity::SpiffeBundleResolver::new("example.org", &der).unwrap();
+    /// resolver.set_max_staleness(std::time::Duration::from_secs(60));
+    /// ```
+    pub fn set_max_staleness(&self, max: std::time::Duration) {
+        let ms = u64::try_from(max.as_millis()).unwrap_or(u64::MAX);
+        self.max_staleness_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Records that the Workload API stream was lost (`true`) or is open.
+    fn stream_lost(&self, lost: bool) {
+        if let Ok(mut at) = self.stream_lost_at.lock() {
+            match (lost, at.is_some()) {
+                (true, false) => *at = Some(std::time::Instant::now()),
+                (false, _) => *at = None,
+                (true, true) => {}
+            }
+        }
+    }
+
+    /// Refuses to answer once the Workload API stream has been lost for
+    /// longer than the maximum staleness.
+    fn check_fresh(&self) -> Result<(), ResolveError> {
+        let lost = self.stream_lost_at.lock().map_err(|_| self.poisoned())?;
+        let max = std::time::Duration::from_millis(
+            self.max_staleness_ms.load(std::sync::atomic::Ordering::Relaxed),
+        );
+        match *lost {
+            Some(at) if at.elapsed() > max => {
+                Err(ResolveError::Stale { age_secs: at.elapsed().as_secs(), max_secs: max.as_secs() })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The trust domain (e.g. `example.org`).
@@ -664,14 +726,16 @@ impl SpiffeBundleResolver {
     /// keys were dropped. A malformed bundle is refused and the old one kept.
     pub fn set_bundle(&self, bundle_der: &[u8], now: SystemTime) -> Result<usize, SpiffeError> {
         let bundle = Arc::new(parse_bundle(bundle_der)?);
-        let mut keys = self.keys.write().map_err(|_| SpiffeError::NoSvid)?;
-        if *self.bundle() == *bundle {
+        // Under the key lock: `add_svid` checks and records under it too, so
+        // no key checked against the old bundle is recorded after the swap.
+        let mut keys = self.keys.write().map_err(|_| SpiffeError::Poisoned)?;
+        let mut current = self.bundle.write().map_err(|_| SpiffeError::Poisoned)?;
+        if **current == *bundle {
             // The same CAs (the stream repeats the bundle with every SVID).
             return Ok(0);
         }
-        if let Ok(mut current) = self.bundle.write() {
-            *current = bundle.clone();
-        }
+        *current = bundle.clone();
+        drop(current);
         self.generation.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         let mut dropped = 0;
         for list in keys.values_mut() {
@@ -688,11 +752,14 @@ impl SpiffeBundleResolver {
     /// rotation: entries signed with the previous SVID keep verifying until
     /// its chain expires). Returns the SPIFFE ID.
     pub fn add_svid(&self, chain_der: &[u8], now: SystemTime) -> Result<String, SpiffeError> {
-        let checked = self.check(split_der(chain_der, "SVID chain")?, now)?;
+        let chain = split_der(chain_der, "SVID chain")?;
+        // Checked and recorded under the key lock, which `set_bundle` holds
+        // while it swaps the bundle: a key is never recorded on the word of
+        // a CA that was just removed.
+        let mut keys = self.keys.write().map_err(|_| SpiffeError::Poisoned)?;
+        let checked = self.check(chain, now)?;
         let id = checked.spiffe_id.clone();
-        if let Ok(mut keys) = self.keys.write() {
-            merge_svid(keys.entry(id.clone()).or_default(), checked, unix_now(now));
-        }
+        merge_svid(keys.entry(id.clone()).or_default(), checked, unix_now(now));
         Ok(id)
     }
 
@@ -728,6 +795,7 @@ impl KeyResolver for SpiffeBundleResolver {
 
     /// Every key valid now, newest first.
     fn resolve_all(&self, principal: &str) -> Result<Vec<PublicKey>, ResolveError> {
+        self.check_fresh()?;
         let keys = self.keys.read().map_err(|_| self.poisoned())?;
         let t = unix_now(SystemTime::now());
         Ok(keys.get(principal).map(|list| keys_valid_at(list, t)).unwrap_or_default())
@@ -781,6 +849,11 @@ pub mod proto {
     /// The metadata every Workload API request carries.
     pub const SECURITY_HEADER: &str = "workload.spiffe.io";
 }
+
+/// The first and the longest wait before reopening a lost Workload API
+/// stream.
+const RECONNECT_MIN: std::time::Duration = std::time::Duration::from_secs(1);
+const RECONNECT_MAX: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Why the Workload API could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -905,9 +978,13 @@ impl SpiffeBundleResolver {
     /// background Tokio task keeps following the stream: every response
     /// replaces the bundle ([`set_bundle`](Self::set_bundle): keys whose
     /// chains no longer lead to one of its CAs are dropped) and records the
-    /// workload's new SVID. An unusable response is logged and ignored; when
-    /// the stream ends, the last bundle is kept and keys still expire with
-    /// their chains. The task stops once the resolver is dropped.
+    /// workload's new SVID. An unusable response is logged and ignored. When
+    /// the stream ends or fails, the task reconnects (backoff from 1 s to
+    /// 30 s) and the last bundle is kept, keys still expiring with their
+    /// chains — for at most [`MAX_BUNDLE_STALENESS`]: past that, every
+    /// resolution is refused as stale ([`ResolveError::Stale`], so entries
+    /// are rejected as `key_unavailable`) until the stream is back. The task
+    /// stops once the resolver is dropped.
     ///
     /// Must be called inside a Tokio runtime.
     ///
@@ -947,11 +1024,33 @@ impl SpiffeBundleResolver {
         let weak = Arc::downgrade(&resolver);
         let socket = socket.to_owned();
         tokio::spawn(async move {
+            let mut stream = Some(stream);
+            let mut backoff = RECONNECT_MIN;
             loop {
-                let next = stream.message().await;
+                let Some(open) = stream.as_mut() else {
+                    // Lost: reconnect with backoff while the resolver lives.
+                    tokio::time::sleep(backoff).await;
+                    if weak.strong_count() == 0 {
+                        return;
+                    }
+                    match fetch_stream(&socket).await {
+                        Ok(reopened) => {
+                            tracing::info!(socket = %socket, "SPIFFE Workload API stream reopened");
+                            stream = Some(reopened);
+                            backoff = RECONNECT_MIN;
+                        }
+                        Err(e) => {
+                            tracing::warn!(socket = %socket, error = %e, "SPIFFE Workload API still unreachable");
+                            backoff = (backoff * 2).min(RECONNECT_MAX);
+                        }
+                    }
+                    continue;
+                };
+                let next = open.message().await;
                 let Some(resolver) = weak.upgrade() else { return };
                 match next {
                     Ok(Some(response)) => {
+                        resolver.stream_lost(false);
                         let Some(svid) = response.svids.first() else {
                             tracing::warn!(socket = %socket, "ignored a Workload API response without an SVID");
                             continue;
@@ -970,12 +1069,14 @@ impl SpiffeBundleResolver {
                         }
                     }
                     Ok(None) => {
-                        tracing::warn!(socket = %socket, "SPIFFE Workload API stream ended; keeping the last bundle");
-                        return;
+                        tracing::warn!(socket = %socket, "SPIFFE Workload API stream ended; reconnecting");
+                        resolver.stream_lost(true);
+                        stream = None;
                     }
                     Err(e) => {
-                        tracing::warn!(socket = %socket, error = %e, "SPIFFE Workload API stream failed; keeping the last bundle");
-                        return;
+                        tracing::warn!(socket = %socket, error = %e, "SPIFFE Workload API stream failed; reconnecting");
+                        resolver.stream_lost(true);
+                        stream = None;
                     }
                 }
             }

@@ -49,6 +49,10 @@ pub(crate) trait HookSink: Send + Sync {
 static SINK: RwLock<Option<Arc<dyn HookSink>>> = RwLock::new(None);
 
 /// Installs the recorder the hook's spans go to (replacing any other).
+#[cfg_attr(
+    not(feature = "telemetry"),
+    expect(dead_code, reason = "the recorder is installed by `telemetry::init`")
+)]
 pub(crate) fn install_sink(sink: Arc<dyn HookSink>) {
     match SINK.write() {
         Ok(mut current) => *current = Some(sink),
@@ -58,6 +62,10 @@ pub(crate) fn install_sink(sink: Arc<dyn HookSink>) {
 
 /// Removes `sink` if it is still the one installed (a later
 /// `telemetry::init` may have replaced it; that one stays).
+#[cfg_attr(
+    not(feature = "telemetry"),
+    expect(dead_code, reason = "the recorder is installed by `telemetry::init`")
+)]
 pub(crate) fn uninstall_sink(sink: &Arc<dyn HookSink>) {
     let mut current = match SINK.write() {
         Ok(current) => current,
@@ -157,6 +165,10 @@ impl PassportView {
 }
 
 /// A finished hook span handed to a [`HookSink`].
+#[cfg_attr(
+    not(feature = "telemetry"),
+    expect(dead_code, reason = "the recorder is installed by `telemetry::init`")
+)]
 pub(crate) struct HookRecord {
     /// The span's own context (sampled).
     pub(crate) span_context: SpanContext,

@@ -26,7 +26,9 @@ pub struct VerifyArgs {
     pub keys: Vec<PathBuf>,
     /// The --keys files are a key history: the same principal (kid) may have a key in several
     /// files (e.g. one JWKS per SVID rotation), and an entry verifies when any of its
-    /// principal's keys of its algorithm does. Without it a kid in two files is an error.
+    /// principal's keys of its algorithm does. Without it a kid in two files is an error. For
+    /// offline audit: no key of the history is ever retired, so leave out a key known to be
+    /// compromised.
     #[arg(long)]
     pub key_history: bool,
     /// Also check lineage semantics: taints and trust scores recomputed from the parents.

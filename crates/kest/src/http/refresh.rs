@@ -48,6 +48,8 @@ impl RefreshPolicy {
         self
     }
     /// Least time between two refetches (rate limit, also for unknown keys).
+    /// Keep it well above zero in production: any caller presenting an
+    /// unknown signer or a bad signature can trigger a refetch.
     pub fn min_refetch_interval(mut self, interval: Duration) -> Self {
         self.min_refetch_interval = interval;
         self

@@ -45,7 +45,7 @@ pub const MAX_DIRECTORY_SVIDS: usize = 10_000;
 
 /// One listed SVID: the SPIFFE ID it claims and its DER chain, leaf first
 /// (not yet checked).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Listed {
     spiffe_id: String,
     chain: Vec<Vec<u8>>,
@@ -221,8 +221,8 @@ impl SvidDirectoryResolver {
         self.directory.refetch("unknown or rotated signer").await
     }
 
-    /// The SPIFFE IDs with a key valid now (directory and bundle
-    /// resolver). Empty when the directory is stale.
+    /// The SPIFFE IDs of the directory's listing with a key valid now.
+    /// Empty when the directory is stale.
     pub fn principals(&self) -> Vec<String> {
         let t = unix_now();
         let mut ids: Vec<String> = self
@@ -269,7 +269,18 @@ impl SvidDirectoryResolver {
         }
         let mut checked = self.checked.write().map_err(|_| self.poisoned())?;
         if !current(&checked) {
-            *checked = Some(self.check_listing(listing, generation));
+            // A refetch that brought the same listing (the usual case: every
+            // refresh, and every refetch a bad signature triggers) under the
+            // same bundle reuses the checks when none was refused; the keys
+            // still expire with their chains at resolution. Only a changed
+            // listing or bundle is checked again, chain by chain.
+            let unchanged = checked
+                .as_mut()
+                .filter(|c| c.generation == generation && c.refused == 0 && c.listing.value == listing.value);
+            match unchanged {
+                Some(c) => c.listing = listing,
+                None => *checked = Some(self.check_listing(listing, generation)),
+            }
         }
         match checked.as_ref() {
             Some(c) => Ok(f(&c.keys)),

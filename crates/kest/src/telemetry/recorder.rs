@@ -142,7 +142,9 @@ impl HookSink for Recorder {
                 }
             }
             Err(TrySendError::Disconnected(_)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
+                if self.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
+                    tracing::warn!("kest telemetry: the span recorder has stopped; dropping hook spans");
+                }
             }
         }
     }

@@ -6,35 +6,11 @@
 #![cfg(feature = "aws")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 #[path = "support/moto.rs"]
 mod moto;
-use moto::Moto;
-
-fn kest(dir: &Path, moto: &Moto, args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kest"));
-    cmd.current_dir(dir).args(args);
-    for var in ["AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "SPIFFE_ENDPOINT_SOCKET"] {
-        cmd.env_remove(var);
-    }
-    for (k, v) in moto.env() {
-        cmd.env(k, v);
-    }
-    cmd.output().unwrap()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
+use moto::{Moto, kest, ok};
 
 #[test]
 fn a_local_and_a_kms_signed_passport_verifies_with_the_kms_jwks() {

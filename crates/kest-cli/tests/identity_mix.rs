@@ -21,8 +21,6 @@ mod moto;
 mod support;
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -35,35 +33,12 @@ use kest::identity::{SpiffeBundleResolver, SpiffeIdentity, SvidDirectoryResolver
 use kest_core::{
     EntryDraft, ErrorKind, KeyResolver, KeySet, PublicKey, ResolveError, Signer as _, TrustRules, Verifier,
 };
-use moto::Moto;
+use moto::{Moto, kest, ok};
 use support::{FUTURE, new_ca, response, server, svid};
 
 const PLANNER: &str = "spiffe://example.org/ns/prod/sa/planner";
 const VERIFIER: &str = "spiffe://example.org/ns/prod/sa/verifier";
 const LOCAL: &str = "spiffe://demo/ingest";
-
-fn kest(dir: &Path, moto: &Moto, args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kest"));
-    cmd.current_dir(dir).args(args);
-    for var in ["AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "SPIFFE_ENDPOINT_SOCKET"] {
-        cmd.env_remove(var);
-    }
-    for (k, v) in moto.env() {
-        cmd.env(k, v);
-    }
-    cmd.output().unwrap()
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
 
 /// Loopback documents by name (`/jwks`, `/svids`), replaceable at any time.
 #[derive(Clone, Default)]

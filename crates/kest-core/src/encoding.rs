@@ -22,25 +22,13 @@ pub fn b64url_decode(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
 /// ```
 pub fn hex_lower(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len() * 2);
-    push_hex_lower(&mut out, bytes);
-    out
-}
-
-/// Appends the lowercase hexadecimal of `bytes` to `out` (no allocation
-/// beyond growing `out`).
-///
-/// ```
-/// let mut s = String::from("0x");
-/// kest_core::encoding::push_hex_lower(&mut s, &[0xde, 0xad]);
-/// assert_eq!(s, "0xdead");
-/// ```
-pub fn push_hex_lower(out: &mut String, bytes: &[u8]) {
     for byte in bytes {
         for nibble in [byte >> 4, byte & 0x0f] {
             // A nibble is below 16, so the digit always exists.
             out.extend(char::from_digit(u32::from(nibble), 16));
         }
     }
+    out
 }
 
 /// Parses exactly 64 lowercase hexadecimal digits into 32 bytes.

@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use sha2::{Digest, Sha256};
 
-use crate::encoding::parse_hex32_lower;
+use crate::encoding::{hex_lower, parse_hex32_lower};
 
 /// The SHA-256 digest of an entry's JWS compact string; children name their
 /// parents by it in `parent_ids` (lowercase hex).
@@ -31,16 +31,7 @@ impl EntryHash {
 
 impl fmt::Display for EntryHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Written from a stack buffer: formatting a hash does not allocate.
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        let mut hex = [0u8; 64];
-        for (pair, byte) in hex.chunks_exact_mut(2).zip(self.0) {
-            for (digit, nibble) in pair.iter_mut().zip([byte >> 4, byte & 0x0f]) {
-                // A nibble is below 16: the digit always exists.
-                *digit = DIGITS.get(usize::from(nibble)).copied().unwrap_or(b'0');
-            }
-        }
-        f.write_str(std::str::from_utf8(&hex).map_err(|_| fmt::Error)?)
+        f.write_str(&hex_lower(&self.0))
     }
 }
 

@@ -4,8 +4,8 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 pub struct Moto {
@@ -72,4 +72,31 @@ impl Drop for Moto {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Runs the `kest` binary in `dir` against `moto` (no ambient AWS profile
+/// or SPIFFE socket).
+pub fn kest(dir: &Path, moto: &Moto, args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kest"));
+    cmd.current_dir(dir).args(args);
+    for var in ["AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE", "SPIFFE_ENDPOINT_SOCKET"] {
+        cmd.env_remove(var);
+    }
+    for (k, v) in moto.env() {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+/// The stdout of a successful run (fails the test with both streams
+/// otherwise).
+pub fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
 }

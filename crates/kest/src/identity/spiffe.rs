@@ -457,11 +457,7 @@ pub(crate) fn check_chain(
         trust_domain: trust_domain.to_owned(),
         reason,
     };
-    let in_domain = id
-        .strip_prefix("spiffe://")
-        .and_then(|rest| rest.split('/').next())
-        .is_some_and(|td| td == trust_domain);
-    if !in_domain {
+    if trust_domain_of(&id) != Some(trust_domain) {
         return Err(fail("the SPIFFE ID is not in this trust domain".into()));
     }
     if leaf.is_ca() {
@@ -906,6 +902,26 @@ async fn fetch_stream(socket: &str) -> Result<tonic::Streaming<proto::X509SvidRe
     Ok(response.into_inner())
 }
 
+/// Opens the `FetchX509SVID` stream and waits up to `timeout` for its
+/// first response.
+async fn open_stream(
+    socket: &str,
+    timeout: std::time::Duration,
+) -> Result<(tonic::Streaming<proto::X509SvidResponse>, proto::X509SvidResponse), WorkloadApiError> {
+    let mut stream = fetch_stream(socket).await?;
+    let first = tokio::time::timeout(timeout, stream.message())
+        .await
+        .map_err(|_| WorkloadApiError::Stream("no X509-SVID response before the timeout".into()))?
+        .map_err(|e| WorkloadApiError::Stream(e.to_string()))?
+        .ok_or_else(|| WorkloadApiError::Stream("the stream ended before the first response".into()))?;
+    Ok((stream, first))
+}
+
+/// The trust domain of a SPIFFE ID (`spiffe://<trust domain>/…`).
+fn trust_domain_of(id: &str) -> Option<&str> {
+    id.strip_prefix("spiffe://").and_then(|rest| rest.split('/').next())
+}
+
 fn default_svid(response: &proto::X509SvidResponse) -> Result<X509Svid, WorkloadApiError> {
     let svid = response.svids.first().ok_or(SpiffeError::NoSvid)?;
     let parsed = X509Svid::from_der(&svid.x509_svid, &svid.x509_svid_key)?;
@@ -929,12 +945,7 @@ impl SpiffeIdentity {
         socket: &str,
         timeout: std::time::Duration,
     ) -> Result<Arc<SpiffeIdentity>, WorkloadApiError> {
-        let mut stream = fetch_stream(socket).await?;
-        let first = tokio::time::timeout(timeout, stream.message())
-            .await
-            .map_err(|_| WorkloadApiError::Stream("no X509-SVID before the timeout".into()))?
-            .map_err(|e| WorkloadApiError::Stream(e.to_string()))?
-            .ok_or_else(|| WorkloadApiError::Stream("the stream ended before the first X509-SVID".into()))?;
+        let (mut stream, first) = open_stream(socket, timeout).await?;
         let svid = default_svid(&first)?;
         if !svid.is_valid_at(SystemTime::now()) {
             return Err(SpiffeError::Expired { subject: svid.spiffe_id.clone() }.into());
@@ -1004,20 +1015,14 @@ impl SpiffeBundleResolver {
         socket: &str,
         timeout: std::time::Duration,
     ) -> Result<Arc<SpiffeBundleResolver>, WorkloadApiError> {
-        let mut stream = fetch_stream(socket).await?;
-        let first = tokio::time::timeout(timeout, stream.message())
-            .await
-            .map_err(|_| WorkloadApiError::Stream("no X509-SVID response before the timeout".into()))?
-            .map_err(|e| WorkloadApiError::Stream(e.to_string()))?
-            .ok_or_else(|| WorkloadApiError::Stream("the stream ended before the first response".into()))?;
+        let (stream, first) = open_stream(socket, timeout).await?;
         let svid = first.svids.first().ok_or(SpiffeError::NoSvid)?;
         let chain = split_der(&svid.x509_svid, "SVID chain")?;
         let leaf = chain.first().ok_or(SpiffeError::NoSvid)?;
         let id = spiffe_id(&parse(leaf)?)?;
-        let trust_domain = id
-            .strip_prefix("spiffe://")
-            .and_then(|rest| rest.split('/').next())
-            .unwrap_or_default()
+        let trust_domain = trust_domain_of(&id)
+            .filter(|td| !td.is_empty())
+            .ok_or_else(|| malformed("SVID", "the SPIFFE ID has no trust domain"))?
             .to_owned();
         let resolver = Arc::new(SpiffeBundleResolver::new(trust_domain, &svid.bundle)?);
         resolver.add_svid(&svid.x509_svid, SystemTime::now())?;

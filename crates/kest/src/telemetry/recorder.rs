@@ -102,7 +102,8 @@ impl Recorder {
         done.recv_timeout(FLUSH_TIMEOUT).is_ok()
     }
 
-    /// Flushes, then stops the thread. Idempotent.
+    /// Flushes, then stops the thread; `true` when both worked (a second
+    /// call finds the thread gone and returns `false`).
     pub(crate) fn stop(&self) -> bool {
         let flushed = self.flush();
         let _ = self.sender.send(Message::Stop);

@@ -90,16 +90,35 @@ pub(crate) enum PassportView {
         /// [`passport_claim_uuid`] of the passport.
         claim: uuid::Uuid,
         /// The flow's tips.
-        tips: Tips,
+        tips: Hashes,
     },
 }
 
-/// The flow's tips, without a vector for the usual single tip.
-pub(crate) enum Tips {
-    /// One tip.
+/// Entry hashes (an entry's parents, a flow's tips), without a vector for
+/// the usual single one.
+pub(crate) enum Hashes {
+    /// Exactly one.
     One(EntryHash),
     /// None or several.
     Many(Vec<EntryHash>),
+}
+
+impl Hashes {
+    fn of(hashes: &[EntryHash]) -> Hashes {
+        match hashes {
+            [one] => Hashes::One(*one),
+            many => Hashes::Many(many.to_vec()),
+        }
+    }
+
+    /// The `kest.parent_hash` / `kest.chain_tip` form: hashes joined by
+    /// `,`, `"0"` for none.
+    fn format(&self) -> String {
+        match self {
+            Hashes::One(one) => one.to_string(),
+            Hashes::Many(many) => kest_core::baggage::format_chain_tip(many),
+        }
+    }
 }
 
 /// A flow's passport as its spans need it: the JSON length and the running
@@ -155,12 +174,7 @@ impl PassportView {
         if digest.json_len() <= PASSPORT_ATTRIBUTE_LIMIT {
             return PassportView::Inline(passport.to_json());
         }
-        let claim = digest.claim();
-        let tips = match tips {
-            [only] => Tips::One(*only),
-            many => Tips::Many(many.to_vec()),
-        };
-        PassportView::ClaimCheck { claim, tips }
+        PassportView::ClaimCheck { claim: digest.claim(), tips: Hashes::of(tips) }
     }
 }
 
@@ -215,43 +229,18 @@ pub(crate) enum RecordOutcome {
 pub(crate) struct EntryFacts {
     jws: Arc<str>,
     hash: EntryHash,
-    parents: Parents,
-    entry_id: EntryId,
+    parents: Hashes,
+    entry_id: String,
     trust: u8,
-}
-
-/// An entry's parents without a vector for the usual zero or one.
-enum Parents {
-    One(EntryHash),
-    Many(Vec<EntryHash>),
-}
-
-/// The entry id: a UUID held in 16 bytes, or the text as signed.
-enum EntryId {
-    Uuid(uuid::Uuid),
-    Text(String),
 }
 
 impl EntryFacts {
     fn of(entry: &Entry) -> EntryFacts {
-        let parents = match entry.parents() {
-            [one] => Parents::One(*one),
-            many => Parents::Many(many.to_vec()),
-        };
-        let id = &entry.payload().entry_id;
-        // Kest's own entry ids are lowercase hyphenated UUIDs; anything
-        // else is kept as signed.
-        let entry_id = match uuid::Uuid::try_parse(id) {
-            Ok(uuid) if *uuid.hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()) == **id => {
-                EntryId::Uuid(uuid)
-            }
-            _ => EntryId::Text(id.clone()),
-        };
         EntryFacts {
             jws: entry.jws_shared(),
             hash: entry.hash(),
-            parents,
-            entry_id,
+            parents: Hashes::of(entry.parents()),
+            entry_id: entry.payload().entry_id.clone(),
             trust: entry.payload().trust_score,
         }
     }
@@ -278,24 +267,7 @@ fn recorded_attributes(
 ) -> Vec<KeyValue> {
     let EntryFacts { jws, hash, parents, entry_id, trust } = entry;
     let hash_hex: Arc<str> = Arc::from(hash.to_string());
-    let parent_hash = match parents {
-        Parents::One(parent) => parent.to_string(),
-        Parents::Many(parents) if parents.is_empty() => "0".to_owned(),
-        Parents::Many(parents) => {
-            let mut joined = String::with_capacity(parents.len() * 65);
-            for (i, parent) in parents.iter().enumerate() {
-                if i > 0 {
-                    joined.push(',');
-                }
-                kest_core::encoding::push_hex_lower(&mut joined, parent.as_bytes());
-            }
-            joined
-        }
-    };
-    let entry_id = match entry_id {
-        EntryId::Uuid(uuid) => uuid.hyphenated().to_string(),
-        EntryId::Text(text) => text,
-    };
+    let parent_hash = parents.format();
     let mut attributes = Vec::with_capacity(ATTRIBUTE_CAPACITY);
     attributes.extend([
         KeyValue::new(attr::SIGNATURE, StringValue::from(jws)),
@@ -312,9 +284,8 @@ fn recorded_attributes(
         PassportView::ClaimCheck { claim, tips } => {
             attributes.push(KeyValue::new(attr::CLAIM_CHECK, claim.to_string()));
             let tip = match tips {
-                Tips::One(only) if only == hash => StringValue::from(hash_hex),
-                Tips::One(only) => StringValue::from(only.to_string()),
-                Tips::Many(many) => StringValue::from(kest_core::baggage::format_chain_tip(&many)),
+                Hashes::One(only) if only == hash => StringValue::from(hash_hex),
+                other => StringValue::from(other.format()),
             };
             attributes.push(KeyValue::new(attr::CHAIN_TIP, tip));
         }

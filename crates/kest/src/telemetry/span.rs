@@ -230,8 +230,36 @@ pub(crate) struct EntryFacts {
     jws: Arc<str>,
     hash: EntryHash,
     parents: Hashes,
-    entry_id: String,
+    entry_id: EntryId,
     trust: u8,
+}
+
+/// The entry id: a UUID held in 16 bytes, or the text as signed. Kest's
+/// own ids are UUIDs, so the calling thread copies 16 bytes instead of
+/// allocating a string the recorder's thread would free (measured: about
+/// 1.5 points of export overhead with glibc's malloc).
+enum EntryId {
+    Uuid(uuid::Uuid),
+    Text(String),
+}
+
+impl EntryId {
+    fn of(id: &str) -> EntryId {
+        // Only the canonical form round-trips to the same text.
+        match uuid::Uuid::try_parse(id) {
+            Ok(uuid) if uuid.hyphenated().encode_lower(&mut uuid::Uuid::encode_buffer()) == id => {
+                EntryId::Uuid(uuid)
+            }
+            _ => EntryId::Text(id.to_owned()),
+        }
+    }
+
+    fn into_text(self) -> String {
+        match self {
+            EntryId::Uuid(uuid) => uuid.hyphenated().to_string(),
+            EntryId::Text(text) => text,
+        }
+    }
 }
 
 impl EntryFacts {
@@ -240,7 +268,7 @@ impl EntryFacts {
             jws: entry.jws_shared(),
             hash: entry.hash(),
             parents: Hashes::of(entry.parents()),
-            entry_id: entry.payload().entry_id.clone(),
+            entry_id: EntryId::of(&entry.payload().entry_id),
             trust: entry.payload().trust_score,
         }
     }
@@ -273,7 +301,7 @@ fn recorded_attributes(
         KeyValue::new(attr::SIGNATURE, StringValue::from(jws)),
         KeyValue::new(attr::ENTRY_HASH, StringValue::from(Arc::clone(&hash_hex))),
         KeyValue::new(attr::PARENT_HASH, parent_hash),
-        KeyValue::new(attr::ENTRY_ID, entry_id),
+        KeyValue::new(attr::ENTRY_ID, entry_id.into_text()),
         KeyValue::new(attr::WORKLOAD_ID, workload),
         KeyValue::new(attr::TRUST_SCORE, i64::from(trust)),
         KeyValue::new(attr::OPERATION, operation),
